@@ -1,0 +1,34 @@
+"""trio-pubsub: a real-time WebSocket pub/sub message broker on Trio."""
+
+from __future__ import annotations
+
+from ._broker import Broker as Broker
+from ._broker import Counters as Counters
+from ._broker import Stats as Stats
+from ._broker import open_broker as open_broker
+from ._errors import ErrorCode as ErrorCode
+from ._errors import ProtocolError as ProtocolError
+from ._errors import PubSubError as PubSubError
+from ._session import CloseReason as CloseReason
+from ._session import Session as Session
+from ._settings import Settings as Settings
+from ._settings import SettingsError as SettingsError
+from ._topic import Topic as Topic
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Broker",
+    "CloseReason",
+    "Counters",
+    "ErrorCode",
+    "ProtocolError",
+    "PubSubError",
+    "Session",
+    "Settings",
+    "SettingsError",
+    "Stats",
+    "Topic",
+    "__version__",
+    "open_broker",
+]
