@@ -14,8 +14,7 @@ from ._session import Session as Session
 from ._settings import Settings as Settings
 from ._settings import SettingsError as SettingsError
 from ._topic import Topic as Topic
-
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 __all__ = [
     "Broker",

@@ -118,6 +118,7 @@ class Broker:
         self._nursery = nursery
         self._topics: dict[str, Topic] = {}
         self._sessions: dict[Session, None] = {}
+        self._no_sessions: trio.Event | None = None
         self._drop_oldest = settings.backpressure_policy == "drop_oldest"
 
     # ------------------------------------------------------------------ topics
@@ -207,6 +208,17 @@ class Broker:
             topic.detach(session)
         session.topics.clear()
         self._sessions.pop(session, None)
+        if not self._sessions and self._no_sessions is not None:
+            self._no_sessions.set()
+            self._no_sessions = None
+
+    async def wait_sessions_closed(self) -> None:
+        """Wait until no connection is open."""
+        while self._sessions:
+            if self._no_sessions is None:
+                self._no_sessions = trio.Event()
+            await self._no_sessions.wait()
+        await trio.lowlevel.checkpoint()
 
     def sessions(self) -> list[Session]:
         """Every open connection."""

@@ -38,17 +38,18 @@ class _Control(bytes):
 
 
 class CloseReason:
-    """Why and how a session ends: the WebSocket close code and, for errors, the code."""
+    """Why a session ends: the WebSocket close code, a short reason (at most
+    123 bytes, sent in the close frame) and the error code, if an error."""
 
-    __slots__ = ("code", "error", "message")
+    __slots__ = ("code", "error", "reason")
 
-    def __init__(self, code: int, message: str, error: ErrorCode | None = None) -> None:
+    def __init__(self, code: int, reason: str, error: ErrorCode | None = None) -> None:
         self.code = code
-        self.message = message
+        self.reason = reason
         self.error = error
 
     def __repr__(self) -> str:
-        return f"CloseReason({self.code}, {self.message!r}, {self.error})"
+        return f"CloseReason({self.code}, {self.reason!r}, {self.error})"
 
 
 _ids: Final = itertools.count(1)
@@ -152,9 +153,13 @@ class Session:
 
     def send(self, frame: bytes) -> None:
         """Queue one control frame (unframed JSON); never dropped, never blocks."""
+        self.send_raw(self._framer(frame))
+
+    def send_raw(self, data: bytes) -> None:
+        """Queue bytes that are already wire-ready (e.g. a WebSocket ping or pong)."""
         if self.close_reason is not None:
             return
-        self._queue.append(_Control(self._framer(frame)))
+        self._queue.append(_Control(data))
         if self._waiter is not None:
             self._wake()
 
@@ -176,7 +181,7 @@ class Session:
         if self.close_reason is not None:
             return
         self.send_error(code, message, request_id)
-        self.close(CloseReason(code.ws_close or CLOSE_GOING_AWAY, message, code))
+        self.close(CloseReason(code.ws_close or CLOSE_GOING_AWAY, code.value, code))
 
     def _overflow(self, frames: list[bytes]) -> int:
         if not self._drop_oldest:

@@ -1,0 +1,270 @@
+"""The ``/ws`` fast path: wsproto over a trio stream, one session per connection.
+
+The reader task decodes client frames into broker calls; the writer task
+takes everything the session has queued and writes it with one ``send_all``.
+Event frames arrive already framed (:func:`ws_text_frame` runs once per
+message in the topic actor; server frames are unmasked, so the same bytes
+serve every subscriber).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import math
+from typing import Final
+from urllib.parse import parse_qs, urlsplit
+
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import RemoteProtocolError
+
+from ._broker import Broker
+from ._errors import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, ErrorCode, ProtocolError, PubSubError
+from ._protocol import decode_client_frame, encode, error_frame, info_frame, ts_now
+from ._session import CloseReason, Session
+
+log = logging.getLogger("pubsub.transport")
+
+RECEIVE_SIZE: Final = 65536
+#: How long a closing connection waits for the peer's close frame.
+CLOSE_TIMEOUT: Final = 2.0
+#: An unmasked WebSocket ping frame with no payload.
+PING_FRAME: Final = b"\x89\x00"
+_CLOSE_ABNORMAL: Final = 1006
+
+
+def ws_text_frame(data: bytes) -> bytes:
+    """One final, unmasked WebSocket text frame carrying ``data`` (RFC 6455 5.2).
+
+    Server-to-client frames are never masked, so these bytes can be written
+    to every subscriber as they are.
+    """
+    length = len(data)
+    if length < 126:
+        return bytes((0x81, length)) + data
+    if length < 65536:
+        return b"\x81\x7e" + length.to_bytes(2, "big") + data
+    return b"\x81\x7f" + length.to_bytes(8, "big") + data
+
+
+def key_matches(expected: str, given: str | None) -> bool:
+    """Constant-time API key comparison."""
+    if given is None:
+        return False
+    return hmac.compare_digest(expected.encode(), given.encode())
+
+
+def _request_key(request: Request) -> str | None:
+    for name, value in request.extra_headers:
+        if name.lower() == b"x-api-key":
+            return bytes(value).decode("latin-1")
+    keys = parse_qs(urlsplit(request.target).query).get("api_key")
+    return keys[0] if keys else None
+
+
+def _json_error_body(code: ErrorCode, message: str) -> bytes:
+    return encode({"error": code.value, "message": message, "ts": ts_now()})
+
+
+async def _reject(stream: trio.abc.Stream, ws: WSConnection, status: int, body: bytes) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    data = ws.send(RejectConnection(status_code=status, headers=headers, has_body=True))
+    data += ws.send(RejectData(data=body, body_finished=True))
+    await stream.send_all(data)
+
+
+async def serve_websocket(stream: trio.SocketStream, head: bytes, broker: Broker) -> None:
+    """Run one ``/ws`` connection whose request head (``head``) was already read.
+
+    Performs the handshake (auth, ``MAX_CONNECTIONS``), then serves the
+    connection until either side closes it. Never raises for network errors.
+    """
+    settings = broker.settings
+    ws = WSConnection(ConnectionType.SERVER)
+    try:
+        ws.receive_data(head)
+        request = next((e for e in ws.events() if isinstance(e, Request)), None)
+    except RemoteProtocolError as exc:
+        body = _json_error_body(ErrorCode.BAD_REQUEST, f"bad WebSocket handshake: {exc}")
+        hint = exc.event_hint
+        status = hint.status_code if isinstance(hint, RejectConnection) else 400
+        await _reject(stream, ws, status, body)
+        return
+    if request is None:
+        return
+    if settings.api_key is not None and not key_matches(settings.api_key, _request_key(request)):
+        body = _json_error_body(ErrorCode.UNAUTHORIZED, "missing or wrong API key")
+        await _reject(stream, ws, 401, body)
+        return
+    accept = ws.send(AcceptConnection())
+    try:
+        session = broker.open_session()
+    except PubSubError as exc:
+        # Accept, say why, and close with 1013 so the client knows to retry later.
+        await stream.send_all(
+            accept
+            + ws_text_frame(error_frame(exc.code, exc.message))
+            + ws.send(CloseConnection(CLOSE_TRY_AGAIN_LATER, exc.code.value))
+        )
+        return
+    try:
+        welcome = info_frame("connected", connection_id=session.connection_id)
+        await stream.send_all(accept + ws_text_frame(welcome))
+        await Connection(stream, ws, session, broker).run()
+    finally:
+        broker.close_session(session)
+
+
+class Connection:
+    """An accepted WebSocket connection: a reader and a writer around one session."""
+
+    def __init__(
+        self, stream: trio.SocketStream, ws: WSConnection, session: Session, broker: Broker
+    ) -> None:
+        self.stream = stream
+        self.ws = ws
+        self.session = session
+        self.broker = broker
+        self._peer_closed = trio.Event()
+        self._cancel = trio.CancelScope()
+
+    async def run(self) -> None:
+        with self._cancel:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write)
+                await self._read()
+
+    async def _read(self) -> None:
+        settings = self.broker.settings
+        session = self.session
+        ws = self.ws
+        timeout = settings.connection_timeout / 1000
+        max_size = settings.max_message_size
+        parts: list[str] = []
+        size = 0
+        binary = False
+        while True:
+            with trio.move_on_after(timeout) as idle:
+                try:
+                    data = await self.stream.receive_some(RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
+            if idle.cancelled_caught:
+                if session.is_open:
+                    # Close politely; the writer waits a little for the peer's reply.
+                    session.close(CloseReason(CLOSE_GOING_AWAY, "CONNECTION_TIMEOUT"))
+                    timeout = math.inf
+                    continue
+                return
+            if not data:
+                self._abort()  # peer vanished without a close frame
+                return
+            ws.receive_data(data)
+            for event in ws.events():
+                if isinstance(event, TextMessage | BytesMessage):
+                    if not session.is_open:
+                        continue
+                    size += len(event.data)
+                    if size > max_size:
+                        session.fail(
+                            ErrorCode.MESSAGE_TOO_LARGE,
+                            f"message larger than MAX_MESSAGE_SIZE ({max_size} bytes)",
+                        )
+                        continue
+                    if isinstance(event, BytesMessage):
+                        binary = True
+                    elif not binary:
+                        parts.append(event.data)
+                    if not event.message_finished:
+                        continue
+                    if binary:
+                        session.send_error(
+                            ErrorCode.BAD_REQUEST,
+                            "binary frames are not supported: send JSON in text frames",
+                            None,
+                        )
+                    else:
+                        text = parts[0] if len(parts) == 1 else "".join(parts)
+                        if len(text) * 4 > max_size and len(text.encode()) > max_size:
+                            session.fail(
+                                ErrorCode.MESSAGE_TOO_LARGE,
+                                f"message larger than MAX_MESSAGE_SIZE ({max_size} bytes)",
+                            )
+                        else:
+                            await self._handle_text(text)
+                    parts.clear()
+                    size = 0
+                    binary = False
+                elif isinstance(event, Ping):
+                    if ws.state is ConnectionState.OPEN:
+                        session.send_raw(ws.send(event.response()))
+                elif isinstance(event, CloseConnection):
+                    # The peer's close (or our close's reply, or a framing error
+                    # wsproto turned into a close with 1002/1007): answer and stop.
+                    session.close(CloseReason(event.code, event.reason or ""))
+                    self._peer_closed.set()
+                    return
+
+    async def _handle_text(self, text: str) -> None:
+        session = self.session
+        try:
+            frame = decode_client_frame(text)
+        except ProtocolError as exc:
+            session.send_error(exc.code, exc.message, exc.request_id)
+            return
+        await session.wait_for_room()
+        try:
+            await self.broker.handle(session, frame)
+        except PubSubError as exc:
+            session.send_error(exc.code, exc.message, getattr(frame, "request_id", None))
+        except Exception:
+            log.exception("request failed on %s", session.connection_id)
+            session.fail(ErrorCode.INTERNAL, "internal error", getattr(frame, "request_id", None))
+
+    async def _write(self) -> None:
+        session = self.session
+        stream = self.stream
+        try:
+            while True:
+                batch = await session.next_batch()
+                if not batch:
+                    break
+                await stream.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
+            reason = session.close_reason
+            assert reason is not None
+            if self.ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+                code = reason.code if reason.code not in (_CLOSE_ABNORMAL, 1005) else 1000
+                await stream.send_all(self.ws.send(CloseConnection(code, reason.reason[:120])))
+            with trio.move_on_after(CLOSE_TIMEOUT):
+                await self._peer_closed.wait()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        self._abort()
+
+    def _abort(self) -> None:
+        if self.session.is_open:
+            self.session.close(CloseReason(_CLOSE_ABNORMAL, "connection lost"))
+        self._cancel.cancel()
+
+
+async def run_heartbeat(broker: Broker) -> None:
+    """Every ``HEARTBEAT_INTERVAL``: a WebSocket ping and an ``info``/``ping`` frame
+    to every connection. One task for all connections; the frame is built once."""
+    interval = broker.settings.heartbeat_interval / 1000
+    while True:
+        await trio.sleep(interval)
+        beat = PING_FRAME + ws_text_frame(info_frame("ping"))
+        for session in broker.sessions():
+            session.send_raw(beat)
