@@ -134,9 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         __version__,
         msgspec.json.encode(settings.public()).decode(),
     )
+    failed = False
     try:
         trio.run(_serve, settings)
-    except OSError as exc:
-        logging.getLogger("pubsub.server").error("cannot start: %s", exc)
-        return 1
-    return 0
+    except* OSError as group:  # e.g. the port is taken
+        logging.getLogger("pubsub.server").error("cannot serve: %s", group.exceptions[0])
+        failed = True
+    return 1 if failed else 0

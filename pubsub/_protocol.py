@@ -16,7 +16,7 @@ import msgspec
 from ._errors import ErrorCode, ProtocolError
 
 TOPIC_NAME_RULE: Final = "1-128 characters from A-Z a-z 0-9 . _ : -"
-_TOPIC_PATTERN: Final = r"^[A-Za-z0-9._:-]{1,128}$"
+_TOPIC_PATTERN: Final = r"^[A-Za-z0-9._:-]{1,128}\Z"  # \Z: "$" would accept a final newline
 _TOPIC_RE: Final = re.compile(_TOPIC_PATTERN)
 
 TopicName = Annotated[str, msgspec.Meta(pattern=_TOPIC_PATTERN)]
@@ -153,6 +153,8 @@ def decode_client_frame(data: str | bytes) -> AnyClientFrame:
             the frame's ``request_id`` when that could be read.
     """
     try:
+        if not isinstance(data, str):
+            data.decode()  # a raw payload must be valid UTF-8 too; str input already is
         return _client_decoder.decode(data)
     except msgspec.ValidationError as exc:
         raise ProtocolError(
@@ -160,6 +162,8 @@ def decode_client_frame(data: str | bytes) -> AnyClientFrame:
         ) from None
     except msgspec.DecodeError as exc:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"malformed JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "frame is not valid UTF-8") from None
 
 
 def _describe(detail: str) -> str:

@@ -138,7 +138,7 @@ class Server:
                 await lifespan_nursery.start(lifespan.handle_lifespan)
                 await lifespan.wait_for_startup()
                 handler = partial(
-                    self._handle_connection, broker, app, config, context, lifespan_state
+                    self._handle_connection, broker, metrics, app, config, context, lifespan_state
                 )
                 await self._run(broker, handler, context, task_status)
                 await lifespan.wait_for_shutdown()
@@ -193,6 +193,7 @@ class Server:
     async def _handle_connection(
         self,
         broker: Broker,
+        metrics: Metrics,
         app: ASGIWrapper,
         config: HypercornConfig,
         context: WorkerContext,
@@ -215,7 +216,7 @@ class Server:
                 )
                 await stream.send_all(_UNAVAILABLE % len(body) + body)
             else:
-                await serve_websocket(stream, head, broker)
+                await serve_websocket(stream, head, broker, metrics.latency.observe)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except Exception:

@@ -79,8 +79,10 @@ class Session:
         "_dropped_pending",
         "_framer",
         "_limit",
+        "_oldest_at",
         "_queue",
         "_waiter",
+        "batch_published_at",
         "client_id",
         "close_reason",
         "connected_at",
@@ -89,6 +91,7 @@ class Session:
         "dropped",
         "published",
         "received",
+        "received_at",
         "topics",
     )
 
@@ -107,6 +110,11 @@ class Session:
         self.close_reason: CloseReason | None = None
         self.connected_at = now_ms()
         self.received = 0
+        #: perf_counter() when the transport last received bytes (0.0: never).
+        self.received_at = 0.0
+        #: When the oldest event of the last batch was received from its publisher (0.0: unknown).
+        self.batch_published_at = 0.0
+        self._oldest_at = 0.0
         self.published = 0
         self.delivered = 0
         self.dropped = 0
@@ -133,13 +141,17 @@ class Session:
 
     # ------------------------------------------------------------------ input
 
-    def deliver(self, frames: list[bytes]) -> int:
+    def deliver(self, frames: list[bytes], published_at: float = 0.0) -> int:
         """Queue event frames (already framed); never blocks. Returns how many were dropped.
 
         This is the fan-out hot path: one call per subscriber per topic batch.
+        ``published_at`` is when the first of them reached the server (for the
+        latency histogram; 0.0 when unknown).
         """
         if self.close_reason is not None:
             return 0
+        if not self._oldest_at:
+            self._oldest_at = published_at
         queue = self._queue
         if len(queue) + len(frames) > self._limit:
             dropped = self._overflow(frames)
@@ -230,6 +242,8 @@ class Session:
             await trio.lowlevel.wait_task_rescheduled(self._abort_wait)
         batch = self._queue
         self._queue = deque()
+        self.batch_published_at = self._oldest_at
+        self._oldest_at = 0.0
         if self._dropped_pending:
             batch.appendleft(
                 self._framer(info_frame("messages_dropped", dropped=self._dropped_pending))

@@ -188,9 +188,11 @@ class Topic:
     ) -> None:
         counters = self._counters
         counters.published += len(frames)
+        # When the run's first message reached the server, for the latency histogram.
+        published_at = acks[0][0].received_at if acks else 0.0
         dropped = 0
         for subscriber in self.subscribers:
-            dropped += subscriber.deliver(frames)
+            dropped += subscriber.deliver(frames, published_at)
         counters.enqueued += len(frames) * len(self.subscribers)
         if dropped:
             self.dropped += dropped

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hmac
 import logging
 import math
+import time
+from collections.abc import Callable
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
@@ -43,6 +45,8 @@ CLOSE_TIMEOUT: Final = 2.0
 #: An unmasked WebSocket ping frame with no payload.
 PING_FRAME: Final = b"\x89\x00"
 _CLOSE_ABNORMAL: Final = 1006
+#: The writer observes the latency of one batch in this many.
+LATENCY_SAMPLE: Final = 16
 
 
 def ws_text_frame(data: bytes) -> bytes:
@@ -85,11 +89,17 @@ async def _reject(stream: trio.abc.Stream, ws: WSConnection, status: int, body: 
     await stream.send_all(data)
 
 
-async def serve_websocket(stream: trio.SocketStream, head: bytes, broker: Broker) -> None:
+async def serve_websocket(
+    stream: trio.SocketStream,
+    head: bytes,
+    broker: Broker,
+    observe_latency: Callable[[float], object] | None = None,
+) -> None:
     """Run one ``/ws`` connection whose request head (``head``) was already read.
 
     Performs the handshake (auth, ``MAX_CONNECTIONS``), then serves the
     connection until either side closes it. Never raises for network errors.
+    ``observe_latency`` receives sampled publish-to-write latencies in seconds.
     """
     settings = broker.settings
     ws = WSConnection(ConnectionType.SERVER)
@@ -122,7 +132,7 @@ async def serve_websocket(stream: trio.SocketStream, head: bytes, broker: Broker
     try:
         welcome = info_frame("connected", connection_id=session.connection_id)
         await stream.send_all(accept + ws_text_frame(welcome))
-        await Connection(stream, ws, session, broker).run()
+        await Connection(stream, ws, session, broker, observe_latency).run()
     finally:
         broker.close_session(session)
 
@@ -131,9 +141,15 @@ class Connection:
     """An accepted WebSocket connection: a reader and a writer around one session."""
 
     def __init__(
-        self, stream: trio.SocketStream, ws: WSConnection, session: Session, broker: Broker
+        self,
+        stream: trio.SocketStream,
+        ws: WSConnection,
+        session: Session,
+        broker: Broker,
+        observe_latency: Callable[[float], object] | None = None,
     ) -> None:
         self.stream = stream
+        self.observe_latency = observe_latency
         self.ws = ws
         self.session = session
         self.broker = broker
@@ -171,6 +187,7 @@ class Connection:
             if not data:
                 self._abort()  # peer vanished without a close frame
                 return
+            session.received_at = time.perf_counter()
             ws.receive_data(data)
             for event in ws.events():
                 if isinstance(event, TextMessage | BytesMessage):
@@ -236,12 +253,22 @@ class Connection:
     async def _write(self) -> None:
         session = self.session
         stream = self.stream
+        observe = self.observe_latency
+        batches = 0
         try:
             while True:
                 batch = await session.next_batch()
                 if not batch:
                     break
                 await stream.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
+                batches += 1
+                # Sampled: observing every batch would cost more than the delivery.
+                if (
+                    observe is not None
+                    and not batches % LATENCY_SAMPLE
+                    and session.batch_published_at
+                ):
+                    observe(time.perf_counter() - session.batch_published_at)
             reason = session.close_reason
             assert reason is not None
             if self.ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):

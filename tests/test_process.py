@@ -1,0 +1,97 @@
+"""The console script as a user runs it: a subprocess, signals, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+from support import close_code, recv, subscribe
+from trio_websocket import ConnectionClosed, open_websocket_url
+
+SCRIPT = str(Path(sys.executable).with_name("trio-pubsub"))
+
+
+async def _start(*args: str, **env: str) -> tuple[trio.Process, int, bytes]:
+    """Start ``trio-pubsub serve --port 0 ARGS``; return it, its port and its log so far."""
+    process = await trio.lowlevel.open_process(
+        [SCRIPT, "serve", "--port", "0", *args],
+        stderr=subprocess.PIPE,
+        env={**os.environ, "LOG_FORMAT": "text", **env},
+    )
+    assert process.stderr is not None
+    seen = b""
+    with trio.fail_after(30):
+        while (match := re.search(rb"listening on http://127\.0\.0\.1:(\d+)", seen)) is None:
+            chunk = await process.stderr.receive_some(4096)
+            assert chunk, seen.decode()
+            seen += chunk
+    return process, int(match.group(1)), seen
+
+
+async def test_serve_then_sigterm_closes_clients_with_1001_and_exits_0() -> None:
+    process, port, _ = await _start("--heartbeat-interval", "60000")
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            created = await client.post("/topics", json={"name": "orders"})
+            assert created.status_code == 201
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/ws") as ws:
+            assert (await recv(ws))["msg"] == "connected"
+            await subscribe(ws, "orders")
+            process.send_signal(signal.SIGTERM)
+            notice = await recv(ws)
+            assert notice["type"] == "info" and notice["msg"] == "shutting_down"
+            with pytest.raises(ConnectionClosed) as closed:
+                await recv(ws)
+            assert close_code(closed.value)[0] == 1001
+        with trio.fail_after(30):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def test_bad_setting_exits_2_naming_the_setting() -> None:
+    done = subprocess.run(
+        [SCRIPT, "serve", "--max-queue-size", "zero"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "MAX_QUEUE_SIZE" in done.stderr
+    env = {**os.environ, "BACKPRESSURE_POLICY": "sometimes"}
+    done = subprocess.run([SCRIPT, "serve"], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 2
+    assert "BACKPRESSURE_POLICY" in done.stderr
+
+
+def test_help_lists_every_setting() -> None:
+    done = subprocess.run([SCRIPT, "serve", "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    for flag in (
+        "--port",
+        "--max-queue-size",
+        "--backpressure-policy",
+        "--api-key",
+        "--log-format",
+    ):
+        assert flag in done.stdout
+
+
+async def test_json_logs_and_flags_override_environment() -> None:
+    process, _, log = await _start("--log-format", "json", MAX_TOPICS="3")
+    try:
+        entries = [json.loads(line) for line in log.splitlines() if line.startswith(b"{")]
+        assert entries and all(e["level"] == "info" for e in entries)
+        assert '"max_topics":3' in entries[0]["msg"]
+        assert '"log_format":"json"' in entries[0]["msg"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(30):
+            assert await process.wait() == 0
