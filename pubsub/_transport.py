@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import trio
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import Connection as WSProtocol
 from wsproto.connection import ConnectionState
 from wsproto.events import (
     AcceptConnection,
@@ -129,10 +130,15 @@ async def serve_websocket(
             + ws.send(CloseConnection(CLOSE_TRY_AGAIN_LATER, exc.code.value))
         )
         return
+    # Keep only the frame-level connection: the handshake's HTTP state is done with,
+    # and an idle connection should cost as little memory as possible.
+    connection = ws.connection
+    assert connection is not None
+    del ws
     try:
         welcome = info_frame("connected", connection_id=session.connection_id)
         await stream.send_all(accept + ws_text_frame(welcome))
-        await Connection(stream, ws, session, broker, observe_latency).run()
+        await Connection(stream, connection, session, broker, observe_latency).run()
     finally:
         broker.close_session(session)
 
@@ -143,7 +149,7 @@ class Connection:
     def __init__(
         self,
         stream: trio.SocketStream,
-        ws: WSConnection,
+        ws: WSProtocol,
         session: Session,
         broker: Broker,
         observe_latency: Callable[[float], object] | None = None,
