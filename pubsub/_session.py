@@ -236,8 +236,10 @@ class Session:
         info frame comes first. Returns an empty batch once the session is
         closing and everything queued has been taken.
         """
-        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._queue or self.close_reason is not None:
+            await trio.lowlevel.checkpoint_if_cancelled()
         while not self._queue and self.close_reason is None:
+            # Parking is itself a checkpoint.
             self._waiter = trio.lowlevel.current_task()
             await trio.lowlevel.wait_task_rescheduled(self._abort_wait)
         batch = self._queue
