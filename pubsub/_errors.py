@@ -81,3 +81,61 @@ class PubSubError(Exception):
 
 class ProtocolError(PubSubError):
     """The peer sent something the contract does not allow."""
+
+
+# Typed errors, one per code, so clients can ``except TopicNotFound``.
+
+
+class BadRequest(PubSubError):
+    pass
+
+
+class TopicNotFound(PubSubError):
+    pass
+
+
+class TopicExists(PubSubError):
+    pass
+
+
+class MessageTooLarge(PubSubError):
+    pass
+
+
+class LimitExceeded(PubSubError):
+    pass
+
+
+class SlowConsumer(PubSubError):
+    pass
+
+
+class Unauthorized(PubSubError):
+    pass
+
+
+class InternalError(PubSubError):
+    pass
+
+
+_TYPED: Final[dict[ErrorCode, type[PubSubError]]] = {
+    ErrorCode.BAD_REQUEST: BadRequest,
+    ErrorCode.TOPIC_NOT_FOUND: TopicNotFound,
+    ErrorCode.TOPIC_EXISTS: TopicExists,
+    ErrorCode.MESSAGE_TOO_LARGE: MessageTooLarge,
+    ErrorCode.LIMIT_EXCEEDED: LimitExceeded,
+    ErrorCode.SLOW_CONSUMER: SlowConsumer,
+    ErrorCode.UNAUTHORIZED: Unauthorized,
+    ErrorCode.INTERNAL: InternalError,
+}
+
+
+def error_for(
+    code: ErrorCode | str, message: str, request_id: str | int | None = None
+) -> PubSubError:
+    """The typed error for ``code`` (an unknown code string gives ``InternalError``)."""
+    try:
+        code = ErrorCode(code)
+    except ValueError:
+        return InternalError(ErrorCode.INTERNAL, f"{code}: {message}", request_id)
+    return _TYPED[code](code, message, request_id)
