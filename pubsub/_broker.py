@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 import msgspec
 import trio
 
-from ._errors import ErrorCode, PubSubError
+from ._errors import CLOSE_GOING_AWAY, ErrorCode, PubSubError
 from ._protocol import (
     AnyClientFrame,
     Ping,
@@ -27,7 +27,7 @@ from ._protocol import (
     now_ms,
     ts_now,
 )
-from ._session import Framer, Session
+from ._session import CloseReason, Framer, Session
 from ._settings import Settings
 from ._topic import Topic
 
@@ -203,7 +203,9 @@ class Broker:
         return session
 
     def close_session(self, session: Session) -> None:
-        """Forget a connection that has gone: it leaves all its topics at once."""
+        """Forget a connection that has gone: it leaves all its topics at once, and
+        requests of it still queued at topics are ignored."""
+        session.close(CloseReason(CLOSE_GOING_AWAY, "connection closed"))
         for topic in session.topics.values():
             topic.detach(session)
         session.topics.clear()

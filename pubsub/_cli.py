@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 import trio
 
+from ._commands import add_commands, run_command
 from ._server import Server
 from ._settings import FIELD_NAMES, Settings, SettingsError
 from ._version import __version__
@@ -88,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
             metavar=name.upper(),
             help=f"{_HELP[name]} (env {name.upper()}, default {shown})",
         )
+    add_commands(commands)
     return parser
 
 
@@ -124,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``trio-pubsub``."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command != "serve":
+        return run_command(args)
     try:
         settings = load_settings(args, dict(os.environ))
     except SettingsError as exc:

@@ -157,6 +157,7 @@ class Session:
             dropped = self._overflow(frames)
         else:
             queue.extend(frames)
+            self._counters.enqueued += len(frames)
             dropped = 0
         self.delivered += len(frames) - dropped
         if self._waiter is not None:
@@ -204,9 +205,12 @@ class Session:
                 ErrorCode.SLOW_CONSUMER,
                 f"outbox full ({self._limit} frames): the connection is not reading fast enough",
             )
-            return len(frames)
+            # Not dropped by the policy: the connection is going away.
+            self.delivered -= len(frames)
+            return 0
         queue = self._queue
         queue.extend(frames)
+        self._counters.enqueued += len(frames)
         excess = len(queue) - self._limit
         dropped = 0
         while excess > 0:

@@ -193,7 +193,6 @@ class Topic:
         dropped = 0
         for subscriber in self.subscribers:
             dropped += subscriber.deliver(frames, published_at)
-        counters.enqueued += len(frames) * len(self.subscribers)
         if dropped:
             self.dropped += dropped
         for session, command, offset in acks:
@@ -247,7 +246,6 @@ class Topic:
             )
         )
         if replay:
-            self._counters.enqueued += len(replay)
             self.dropped += session.deliver(replay)
 
     def _since(self, since_offset: int, epoch: str | None) -> list[bytes] | None:

@@ -374,7 +374,9 @@ class Client:
                 log.warning("reconnect refused: %s", error)
             except (OSError, HandshakeError, ConnectionClosed) as exc:
                 if first:
-                    raise ServerUnreachable(f"cannot connect to {self.url}: {exc}") from None
+                    # trio-websocket's HandshakeError says nothing; its cause says why.
+                    reason = str(exc) or str(exc.__cause__ or exc.__context__ or repr(exc))
+                    raise ServerUnreachable(f"cannot connect to {self.url}: {reason}") from None
                 log.info("connection lost: %r", exc)
             finally:
                 self._on_disconnect()

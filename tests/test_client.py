@@ -8,8 +8,7 @@ import pytest
 import trio
 from support import create_topics, running
 
-from pubsub import CloseReason, Settings
-from pubsub._errors import BadRequest, MessageTooLarge, TopicNotFound, Unauthorized
+from pubsub import BadRequest, CloseReason, MessageTooLarge, Settings, TopicNotFound, Unauthorized
 from pubsub._server import Server, open_server
 from pubsub.client import (
     ConnectionLost,

@@ -14,17 +14,25 @@ import pytest
 import pubsub
 
 EXPECTED = [
+    "BadRequest",
     "Broker",
     "CloseReason",
     "Counters",
     "ErrorCode",
+    "InternalError",
+    "LimitExceeded",
+    "MessageTooLarge",
     "ProtocolError",
     "PubSubError",
     "Session",
     "Settings",
     "SettingsError",
+    "SlowConsumer",
     "Stats",
     "Topic",
+    "TopicExists",
+    "TopicNotFound",
+    "Unauthorized",
     "__version__",
     "open_broker",
 ]
