@@ -34,10 +34,11 @@ async def take(sub: Subscription, n: int) -> list[Event | Gap]:
     return items
 
 
-def drop_connections(server: Server) -> None:
-    """Close every connection from the server side, as a restart of a proxy would."""
+def drop_connection(server: Server, connection_id: str | None) -> None:
+    """Close one client's connection from the server side, as a failing proxy would."""
     for session in server.broker.sessions():
-        session.close(CloseReason(1012, "test drops the connection"))
+        if session.connection_id == connection_id:
+            session.close(CloseReason(1012, "dropped by the test"))
 
 
 async def test_publish_subscribe_round_trip() -> None:
@@ -141,10 +142,7 @@ async def test_reconnect_resumes_without_loss_or_duplicate() -> None:
             for i in range(10):
                 await publisher.publish("t", i)
             first = await take(sub, 10)
-            target = client.connection_id
-            for session in server.broker.sessions():
-                if session.connection_id == target:
-                    session.close(CloseReason(1012, "dropped by the test"))
+            drop_connection(server, client.connection_id)
             for i in range(10, 30):
                 await publisher.publish("t", i)
             rest = await take(sub, 20)
@@ -164,10 +162,7 @@ async def test_resume_refused_when_ring_no_longer_holds_the_gap() -> None:
         ):
             await publisher.publish("t", 0)
             await take(sub, 1)
-            target = client.connection_id
-            for session in server.broker.sessions():
-                if session.connection_id == target:
-                    session.close(CloseReason(1012, "dropped by the test"))
+            drop_connection(server, client.connection_id)
             for i in range(1, 21):
                 await publisher.publish("t", i)
             gap, *_ = await take(sub, 1)
