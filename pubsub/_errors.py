@@ -51,6 +51,8 @@ _TABLE: Final[dict[ErrorCode, tuple[int, int | None]]] = {
 #: WebSocket close codes used by the server (RFC 6455 section 7.4.1).
 CLOSE_NORMAL: Final = 1000
 CLOSE_GOING_AWAY: Final = 1001
+#: Never sent on the wire: the connection ended without a close frame.
+CLOSE_ABNORMAL: Final = 1006
 CLOSE_TOO_BIG: Final = 1009
 CLOSE_INTERNAL: Final = 1011
 CLOSE_TRY_AGAIN_LATER: Final = 1013

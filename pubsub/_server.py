@@ -30,7 +30,7 @@ from ._metrics import Metrics
 from ._protocol import encode, info_frame, ts_now
 from ._session import CloseReason
 from ._settings import Settings
-from ._transport import run_heartbeat, serve_websocket, ws_text_frame
+from ._transport import run_keepalive, serve_websocket, ws_text_frame
 
 log = logging.getLogger("pubsub.server")
 
@@ -160,7 +160,7 @@ class Server:
                 await services.start(
                     partial(trio.serve_listeners, handler, listeners, handler_nursery=connections)
                 )
-                services.start_soon(run_heartbeat, broker)
+                services.start_soon(run_keepalive, broker)
                 log.info(
                     "listening on http://%s:%d (WebSocket ws://%s:%d/ws)",
                     settings.host,
