@@ -13,11 +13,12 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from bench import bench_core
+from bench import bench_core, bench_ws
 
 #: Scenario name -> its ``main(argv)``, which returns a process exit status.
 SCENARIOS: Final[dict[str, Callable[[Sequence[str]], int]]] = {
     "core": bench_core.main,
+    "ws": bench_ws.main,
 }
 DEFAULT_SCENARIOS: Final = ("core",)
 
