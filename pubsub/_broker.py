@@ -29,7 +29,7 @@ from ._protocol import (
 )
 from ._session import CloseReason, Framer, Session
 from ._settings import Settings
-from ._topic import Topic
+from ._topic import MAX_BATCH, Topic
 
 
 def _unframed(data: bytes) -> bytes:
@@ -145,6 +145,9 @@ class Broker:
             max_messages=self.settings.max_messages_per_topic,
             max_subscribers=self.settings.max_subscribers_per_topic,
             inbox_size=self.settings.topic_inbox_size,
+            # A batch never fills more than half an empty outbox by itself, so a
+            # subscriber that keeps up never loses events to batching.
+            max_batch=min(MAX_BATCH, max(1, self.settings.max_queue_size // 2)),
             framer=self.framer,
             counters=self.counters,
         )

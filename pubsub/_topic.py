@@ -68,6 +68,7 @@ class Topic:
         max_messages: int,
         max_subscribers: int,
         inbox_size: int,
+        max_batch: int = MAX_BATCH,
         framer: Framer,
         counters: Counters,
     ) -> None:
@@ -80,6 +81,7 @@ class Topic:
         self.subscribers: dict[Session, None] = {}
         self._ring: deque[bytes] = deque(maxlen=max_messages)
         self._max_subscribers = max_subscribers
+        self._max_batch = max_batch
         self._framer = framer
         self._counters = counters
         self._send, self._receive = trio.open_memory_channel[Command](inbox_size)
@@ -131,7 +133,7 @@ class Topic:
             async for first in receive:
                 batch = [first]
                 try:
-                    while len(batch) < MAX_BATCH:
+                    while len(batch) < self._max_batch:
                         batch.append(receive.receive_nowait())
                 except trio.WouldBlock:
                     pass
