@@ -117,9 +117,6 @@ class PublishAck(msgspec.Struct, frozen=True):
     offset: int
 
 
-_END: Final = object()
-
-
 class Subscription:
     """Events of one topic, in order. Iterate it with ``async for``.
 
@@ -134,6 +131,7 @@ class Subscription:
         #: The topic incarnation this subscription follows.
         self.epoch: str | None = None
         self._replayed = 0
+        self._error: Exception | None = None
         self._send, self._receive = trio.open_memory_channel[Event | Gap | object](buffer)
 
     def __aiter__(self) -> Subscription:
@@ -143,13 +141,18 @@ class Subscription:
         try:
             item = await self._receive.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
+            if self._error is not None:
+                raise self._error from None
             raise StopAsyncIteration from None
         if isinstance(item, PubSubError):
             raise item
-        if item is _END:
-            raise StopAsyncIteration
         assert isinstance(item, Event | Gap)
         return item
+
+    def _end(self, error: Exception) -> None:
+        """No more events will come: iteration raises ``error`` once the buffer is read."""
+        self._error = error
+        self._send.close()
 
     async def _put(self, item: Event | Gap | object) -> None:
         # Closed: the application left this subscription's block.
@@ -381,10 +384,18 @@ class Client:
             finally:
                 self._on_disconnect()
             if self._closed or not self._reconnect:
+                self._give_up()
                 return
             attempt += 1
             delay = min(self._backoff_max, self._backoff_initial * 2 ** (attempt - 1))
             await trio.sleep(delay * random.uniform(0.5, 1.0))
+
+    def _give_up(self) -> None:
+        """Not reconnecting: waiting requests and subscriptions end with ConnectionLost."""
+        self._closed = True
+        self._connected.set()  # wakes requests waiting for a connection; they see _closed
+        for subscription in self._subscriptions.values():
+            subscription._end(ConnectionLost("the connection to the server was lost"))
 
     def _on_disconnect(self) -> None:
         self._ws = None

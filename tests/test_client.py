@@ -231,3 +231,20 @@ async def test_slow_application_applies_backpressure_not_memory() -> None:
             assert statistics.current_buffer_used <= 4
             items = await take(sub, 50)
             assert [e.payload for e in items if isinstance(e, Event)] == list(range(50))
+
+
+async def test_without_reconnect_a_lost_connection_ends_requests_and_subscriptions() -> None:
+    async with running() as server:
+        await create_topics(server, "t")
+        async with (
+            open_client(url(server), reconnect=False) as client,
+            client.subscribe("t") as sub,
+        ):
+            await client.publish("t", 1)
+            drop_connection(server, client.connection_id)
+            first = await take(sub, 1)
+            assert isinstance(first[0], Event)
+            with pytest.raises(ConnectionLost):
+                await take(sub, 1)
+            with pytest.raises(ConnectionLost):
+                await client.publish("t", 2)
