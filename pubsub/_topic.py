@@ -77,7 +77,6 @@ class Topic:
         self.created_at = now_ms()
         self.offset = 0
         self.dropped = 0
-        self.deleted = False
         self.subscribers: dict[Session, None] = {}
         self._ring: deque[bytes] = deque(maxlen=max_messages)
         self._max_subscribers = max_subscribers
@@ -269,7 +268,6 @@ class Topic:
         )
 
     def _delete(self) -> None:
-        self.deleted = True
         notice = encode(Info(topic=self.name, msg="topic_deleted", ts=ts_now()))
         for session in self.subscribers:
             if session.topics.get(self.name) is self:

@@ -42,7 +42,7 @@ from ._errors import (
     ProtocolError,
     PubSubError,
 )
-from ._protocol import decode_client_frame, encode, error_frame, info_frame, ts_now
+from ._protocol import decode_client_frame, encode, error_frame, info_frame, now_ms, ts_now
 from ._session import CloseReason, Session
 
 log = logging.getLogger("pubsub.transport")
@@ -147,6 +147,19 @@ async def serve_websocket(
         await Connection(stream, connection, session, broker, observe_latency).run()
     finally:
         broker.close_session(session)
+        reason = session.close_reason
+        log.debug(
+            "%s (client_id %r) closed after %.1f s: %s; received %d, published %d, "
+            "delivered %d, dropped %d",
+            session.connection_id,
+            session.client_id,
+            (now_ms() - session.connected_at) / 1000,
+            reason,
+            session.received,
+            session.published,
+            session.delivered,
+            session.dropped,
+        )
 
 
 class Connection:
