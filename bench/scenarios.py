@@ -1,0 +1,562 @@
+"""The end-to-end scenarios: one shape of load, run against each server in turn.
+
+Pub/sub runs (``fanout``, ``topics``, ``publishers``, ``latency``, ``slow``) share
+:func:`pubsub_run`: subscriber load processes (up to ``--conns-per-proc`` connections
+each), one or more publisher processes, and a measured window from ``go`` to the last
+subscriber's result. Server CPU is the delta of utime + stime from ``/proc/PID/stat``
+over that window, divided by the deliveries counted by the subscribers. The loss check
+compares each connection's count with its share of the acknowledged messages: any
+loss, duplicate, order error or closed connection makes the row not ``exact``, and the
+server's own dropped counter is reported beside it. A run where any load process used
+more than 90 % of a core is flagged ``load_bound``.
+
+``connect`` and ``idle`` open connections from a ``connect`` load process; ``idle`` holds
+them and reports (server RSS after - before) / connections.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, TypedDict, cast
+
+from bench.loadgen import (
+    ConnectConfig,
+    ConnectResult,
+    Mode,
+    PublisherConfig,
+    PublisherResult,
+    SubscriberConfig,
+    SubscriberResult,
+)
+from bench.peers import PubSub, Server
+from bench.procs import LOAD_BOUND, BenchError, Pinning, Processes, Progress, Worker, pump
+
+NAMES: Final = ("fanout", "topics", "publishers", "latency", "slow", "idle", "connect")
+#: Outboxes never overflow in throughput runs: they measure delivery, not the drop policy.
+DEEP_QUEUE: Final = 100_000_000
+_unique = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Options:
+    fanout_sizes: tuple[int, ...] = (1, 10, 100, 1000, 10000)
+    topic_counts: tuple[int, ...] = (10, 100, 1000)
+    subscribers_per_topic: int = 2
+    publisher_counts: tuple[int, ...] = (1, 4, 16)
+    publisher_subscribers: int = 10
+    latency_sizes: tuple[int, ...] = (10, 100)
+    latency_rates: tuple[int, ...] = (2_000, 20_000)
+    latency_seconds: float = 5.0
+    slow_subscribers: int = 10
+    slow_rate: int = 20_000
+    slow_payload_bytes: int = 1024
+    idle_counts: tuple[int, ...] = (1000, 10000)
+    connect_count: int = 2000
+    #: Deliveries per fan-out run (N = this / S, within the bounds below).
+    deliveries: int = 2_000_000
+    min_messages: int = 200
+    max_messages: int = 100_000
+    payload_bytes: int = 64
+    batch: int = 64
+    window: int = 4096
+    conns_per_proc: int = 5000
+    warmup: int = 2000
+    #: Our server's outbox bound in throughput runs (``slow`` uses the server's default).
+    max_queue_size: int = DEEP_QUEUE
+    max_seconds: float = 30.0
+    setup_seconds: float = 120.0
+    quiet_seconds: float = 2.0
+
+
+class Row(TypedDict):
+    scenario: str
+    server: str
+    #: The swept parameter (subscribers, topics, publishers, connections) and its name.
+    param: int
+    param_name: str
+    variant: str
+    exact: bool
+    check: str
+    deliveries: int
+    expected: int
+    lost: int
+    duplicated: int
+    order_errors: int
+    closed: int
+    server_dropped: int | None
+    published: int
+    acked: int
+    publisher_errors: int
+    us_per_delivery: float | None
+    server_cpu_s: float | None
+    server_busy: float | None
+    deliveries_per_s: float
+    publishes_per_s: float
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    latency_samples: int
+    kb_per_connection: float | None
+    connections: int
+    connects_per_s: float | None
+    window_s: float
+    load_busy: dict[str, float]
+    load_bound: bool
+    notes: str
+
+
+def empty_row(scenario: str, server: Server, param: int, param_name: str) -> Row:
+    return Row(
+        scenario=scenario, server=server.name, param=param, param_name=param_name, variant="",
+        exact=True, check="", deliveries=0, expected=0, lost=0, duplicated=0, order_errors=0,
+        closed=0, server_dropped=None, published=0, acked=0, publisher_errors=0,
+        us_per_delivery=None, server_cpu_s=None, server_busy=None, deliveries_per_s=0.0,
+        publishes_per_s=0.0, p50_ms=None, p90_ms=None, p99_ms=None, max_ms=None,
+        latency_samples=0, kb_per_connection=None, connections=0, connects_per_s=None,
+        window_s=0.0, load_busy={}, load_bound=False, notes="",
+    )  # fmt: skip
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of a sorted sequence."""
+    rank = max(1, math.ceil(q * len(ordered)))
+    return ordered[min(len(ordered), rank) - 1]
+
+
+def split_evenly(total: int, most: int) -> list[int]:
+    """``total`` as near-equal parts of at most ``most`` each."""
+    parts = max(1, math.ceil(total / most))
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One pub/sub run: who subscribes to what, who publishes how much, how fast."""
+
+    subscribers: int
+    topics: int = 1
+    publishers: int = 1
+    #: Messages per publisher.
+    messages: int = 10_000
+    #: Messages per second per publisher; 0 floods.
+    rate: float = 0.0
+    mode: Mode = "count"
+    stalled: int = 0
+    payload_bytes: int = 64
+    warm: int = 0
+
+
+class Bench:
+    """Runs scenarios against one server at a time, with the options and processes of a run."""
+
+    def __init__(
+        self, options: Options, procs: Processes, pinning: Pinning, progress: Progress
+    ) -> None:
+        self.options = options
+        self.procs = procs
+        self.pinning = pinning
+        self.progress = progress
+
+    def worker(self, name: str, role: str, config: object) -> Worker:
+        return Worker(self.procs, self.pinning, name, role, config)
+
+    def pubsub_run(self, server: Server, shape: Shape, scenario: str, label: str) -> Row:
+        """Subscribers and publishers in load processes; one measured window."""
+        opts = self.options
+        if shape.publishers > 1 and shape.topics > 1:
+            raise BenchError("several publishers share one topic; topics > 1 needs one publisher")
+        run = next(_unique)
+        topics = [f"{scenario}-{run}-{i}" for i in range(shape.topics)]
+        server.create_topics(topics)
+        seconds = shape.messages / shape.rate if shape.rate else opts.max_seconds
+        subs: list[Worker] = []
+        stalled: list[Worker] = []
+        pubs: list[Worker] = []
+        try:
+            first = 0
+            for index, count in enumerate(split_evenly(shape.subscribers, opts.conns_per_proc)):
+                config = SubscriberConfig(
+                    proto=server.proto, port=server.port, topics=topics, first=first,
+                    connections=count, mode=shape.mode, check_order=shape.publishers == 1,
+                    warm=shape.warm, max_seconds=seconds + opts.max_seconds + 60.0,
+                    setup_seconds=opts.setup_seconds, quiet_seconds=opts.quiet_seconds,
+                )  # fmt: skip
+                subs.append(self.worker(f"subscribers-{index}", "subscribe", config))
+                first += count
+            if shape.stalled:
+                config = SubscriberConfig(
+                    proto=server.proto, port=server.port, topics=topics, first=0,
+                    connections=shape.stalled, mode="stall", check_order=False, warm=0,
+                    max_seconds=seconds + opts.max_seconds + 120.0,
+                    setup_seconds=opts.setup_seconds, quiet_seconds=opts.quiet_seconds,
+                )  # fmt: skip
+                stalled.append(self.worker("stalled", "subscribe", config))
+            for index in range(shape.publishers):
+                config_pub = PublisherConfig(
+                    proto=server.proto, port=server.port, topics=topics, messages=shape.messages,
+                    rate=shape.rate, batch=opts.batch, window=opts.window,
+                    payload_bytes=shape.payload_bytes, setup_seconds=opts.setup_seconds,
+                    max_seconds=max(seconds * 1.5, opts.max_seconds), grace_seconds=10.0,
+                )  # fmt: skip
+                pubs.append(self.worker(f"publisher-{index}", "publish", config_pub))
+            everyone = [*subs, *stalled, *pubs]
+            self.progress.show(f"{label}: connecting")
+            pump(
+                everyone,
+                lambda: all(worker.ready for worker in everyone),
+                opts.setup_seconds + 30.0,
+                f"{label}: load processes to connect",
+                lambda: self.progress.show(f"{label}: connecting"),
+            )
+            server.check_alive()
+            dropped_before = server.dropped()
+            cpu_before = server.cpu()
+            start = time.monotonic()
+            for worker in everyone:
+                worker.send("go")
+            expected_total = shape.subscribers * shape.messages * shape.publishers // shape.topics
+
+            def tick() -> None:
+                delivered = sum(int(worker.progress.get("events", 0)) for worker in subs)
+                acked = sum(
+                    int((worker.result or worker.progress).get("acked", 0)) for worker in pubs
+                )
+                self.progress.show(
+                    f"{label}: {time.monotonic() - start:5.1f} s, acked {acked:,}, "
+                    f"delivered {delivered:,}/{expected_total:,}"
+                )
+
+            pump(
+                everyone,
+                lambda: all(worker.result is not None for worker in pubs),
+                seconds * 1.5 + opts.max_seconds + 40.0,
+                f"{label}: the publishers",
+                tick,
+            )
+            pub_results = [cast(PublisherResult, worker.result) for worker in pubs]
+            acked = sum(result["acked"] for result in pub_results)
+            for worker in subs:
+                worker.send(f"target {acked}")
+            pump(
+                subs,
+                lambda: all(worker.result is not None for worker in subs),
+                opts.max_seconds + opts.quiet_seconds + 70.0,
+                f"{label}: the subscribers",
+                tick,
+            )
+            cpu_after = server.cpu()
+            window = time.monotonic() - start
+            for worker in stalled:
+                worker.send("stop")
+            pump(stalled, lambda: all(w.result is not None for w in stalled), 30.0, "stalled")
+            dropped_after = server.dropped()
+        finally:
+            for worker in [*subs, *stalled, *pubs]:
+                worker.stop()
+        sub_results = [cast(SubscriberResult, worker.result) for worker in subs]
+        row = empty_row(scenario, server, shape.subscribers, "subscribers")
+        deliveries = sum(result["events"] for result in sub_results)
+        row.update(
+            {
+                "deliveries": deliveries,
+                "expected": sum(result["expected"] for result in sub_results),
+                "lost": sum(result["lost"] for result in sub_results),
+                "duplicated": sum(result["duplicated"] for result in sub_results),
+                "order_errors": sum(r["order_errors"] + r["final_errors"] for r in sub_results),
+                "closed": sum(result["closed"] for result in sub_results),
+                "published": sum(result["published"] for result in pub_results),
+                "acked": acked,
+                "publisher_errors": sum(result["errors"] for result in pub_results),
+                "window_s": window,
+                "connections": shape.subscribers,
+            }
+        )
+        if dropped_before is not None and dropped_after is not None:
+            row["server_dropped"] = dropped_after - dropped_before
+        if cpu_before is not None and cpu_after is not None:
+            cpu = cpu_after - cpu_before
+            row["server_cpu_s"] = cpu
+            row["server_busy"] = cpu / window
+            row["us_per_delivery"] = cpu * 1e6 / deliveries if deliveries else None
+        first_ns = min(result["first_ns"] for result in pub_results)
+        last_event = max(result["last_ns"] for result in sub_results)
+        last_ack = max(result["last_ns"] for result in pub_results)
+        if last_event > first_ns:
+            row["deliveries_per_s"] = deliveries / ((last_event - first_ns) / 1e9)
+        if last_ack > first_ns:
+            row["publishes_per_s"] = acked / ((last_ack - first_ns) / 1e9)
+        latencies = sorted(v for result in sub_results for v in result["latencies_us"])
+        if latencies:
+            row.update(
+                {
+                    "p50_ms": percentile(latencies, 0.5) / 1000,
+                    "p90_ms": percentile(latencies, 0.9) / 1000,
+                    "p99_ms": percentile(latencies, 0.99) / 1000,
+                    "max_ms": latencies[-1] / 1000,
+                    "latency_samples": len(latencies),
+                }
+            )
+        row["load_busy"] = load_busy([*subs, *pubs], window)
+        notes = [f"{r['error_sample'][:100]!r}" for r in pub_results if r["error_sample"]]
+        if any(result["capped"] for result in pub_results):
+            notes.append("publisher stopped at the time cap")
+        if any(r["timed_out"] for r in [*sub_results, *pub_results]):
+            notes.append("TIMED OUT")
+        row["load_bound"] = any(busy >= LOAD_BOUND for busy in row["load_busy"].values())
+        if row["load_bound"]:
+            busiest = max(row["load_busy"].items(), key=lambda item: item[1])
+            notes.append(f"LOAD-BOUND ({busiest[0]} {busiest[1]:.0%})")
+        row["notes"] = "; ".join(notes)
+        drops_expected = shape.stalled > 0
+        row["exact"] = (
+            deliveries == row["expected"]
+            and row["lost"] == row["duplicated"] == row["order_errors"] == row["closed"] == 0
+            and row["publisher_errors"] == 0
+            and acked == row["published"] == shape.messages * shape.publishers
+            and (drops_expected or not row["server_dropped"])
+            and "TIMED OUT" not in row["notes"]
+        )
+        row["check"] = describe_check(row)
+        return row
+
+    def warm_up(self, server: Server) -> None:
+        """A short untimed run on a fresh server, so no measured run is its first."""
+        if self.options.warmup:
+            self.pubsub_run(server, Shape(10, messages=self.options.warmup), "warmup", "warm-up")
+
+    def finished(self, row: Row, label: str) -> Row:
+        parts = [label, row["check"]]
+        if row["us_per_delivery"] is not None:
+            parts.append(f"{row['us_per_delivery']:.3f} us/delivery")
+        if row["deliveries"]:
+            parts.append(f"{row['deliveries_per_s']:,.0f} deliveries/s")
+        if row["p99_ms"] is not None:
+            parts.append(f"p99 {row['p99_ms']:.3f} ms")
+        if row["kb_per_connection"] is not None:
+            parts.append(f"{row['kb_per_connection']:.1f} KB/connection")
+        if row["connects_per_s"] is not None:
+            parts.append(f"{row['connects_per_s']:,.0f} connections/s")
+        if row["notes"]:
+            parts.append(row["notes"])
+        self.progress.done(
+            ": ".join(parts[:2]) + (", " + ", ".join(parts[2:]) if parts[2:] else "")
+        )
+        return row
+
+    def messages_for(self, deliveries_per_message: int) -> int:
+        opts = self.options
+        wanted = opts.deliveries // max(1, deliveries_per_message)
+        return max(opts.min_messages, min(opts.max_messages, wanted))
+
+    # -------------------------------------------------------------- scenarios
+
+    def fanout(self, server: Server) -> list[Row]:
+        self.warm_up(server)
+        rows = []
+        for size in self.options.fanout_sizes:
+            shape = Shape(
+                size, messages=self.messages_for(size), payload_bytes=self.options.payload_bytes
+            )
+            label = f"fanout {server.name} S={size}"
+            rows.append(self.finished(self.pubsub_run(server, shape, "fanout", label), label))
+        return rows
+
+    def topics(self, server: Server) -> list[Row]:
+        self.warm_up(server)
+        per_topic = self.options.subscribers_per_topic
+        rows = []
+        for count in self.options.topic_counts:
+            shape = Shape(
+                count * per_topic, topics=count, messages=self.messages_for(per_topic),
+                payload_bytes=self.options.payload_bytes,
+            )  # fmt: skip
+            label = f"topics {server.name} T={count} x {per_topic}"
+            row = self.pubsub_run(server, shape, "topics", label)
+            row.update({"param": count, "param_name": "topics"})
+            rows.append(self.finished(row, label))
+        return rows
+
+    def publishers(self, server: Server) -> list[Row]:
+        self.warm_up(server)
+        subscribers = self.options.publisher_subscribers
+        total = self.messages_for(subscribers)
+        rows = []
+        for count in self.options.publisher_counts:
+            shape = Shape(
+                subscribers, publishers=count, messages=max(1, total // count),
+                payload_bytes=self.options.payload_bytes,
+            )  # fmt: skip
+            label = f"publishers {server.name} P={count}"
+            row = self.pubsub_run(server, shape, "publishers", label)
+            row.update({"param": count, "param_name": "publishers"})
+            rows.append(self.finished(row, label))
+        return rows
+
+    def latency(self, server: Server) -> list[Row]:
+        self.warm_up(server)
+        opts = self.options
+        rows = []
+        for rate in opts.latency_rates:
+            for size in opts.latency_sizes:
+                per_s = rate / size
+                shape = Shape(
+                    size, messages=max(1, round(per_s * opts.latency_seconds)), rate=per_s,
+                    mode="every", payload_bytes=opts.payload_bytes, warm=round(per_s * 0.5),
+                )  # fmt: skip
+                label = f"latency {server.name} {rate:,}/s S={size}"
+                row = self.pubsub_run(server, shape, "latency", label)
+                row["variant"] = f"{rate:,} deliveries/s"
+                rows.append(self.finished(row, label))
+        return rows
+
+    def slow(self, server: Server) -> list[Row]:
+        """The same paced run without and with one subscriber that never reads."""
+        self.warm_up(server)
+        opts = self.options
+        per_s = opts.slow_rate / opts.slow_subscribers
+        rows = []
+        for stalled in (0, 1):
+            shape = Shape(
+                opts.slow_subscribers, messages=max(1, round(per_s * opts.latency_seconds)),
+                rate=per_s, mode="every", stalled=stalled, payload_bytes=opts.slow_payload_bytes,
+                warm=round(per_s * 0.5),
+            )  # fmt: skip
+            variant = "with a stalled subscriber" if stalled else "no stalled subscriber"
+            label = f"slow {server.name} {variant}"
+            row = self.pubsub_run(server, shape, "slow", label)
+            row["variant"] = variant
+            rows.append(self.finished(row, label))
+        return rows
+
+    def connect(self, server: Server) -> list[Row]:
+        count = self.options.connect_count
+        row = self.open_connections(server, "connect", count, hold=False)
+        return [self.finished(row, f"connect {server.name} {count:,}")]
+
+    def idle(self, server: Server) -> list[Row]:
+        return [
+            self.finished(
+                self.open_connections(server, "idle", count, hold=True),
+                f"idle {server.name} {count:,}",
+            )
+            for count in self.options.idle_counts
+        ]
+
+    def open_connections(self, server: Server, scenario: str, count: int, hold: bool) -> Row:
+        opts = self.options
+        label = f"{scenario} {server.name} {count:,} connections"
+        row = empty_row(scenario, server, count, "connections")
+        cpu_before = server.cpu()
+        rss_before = server.rss_kb()
+        workers = [
+            self.worker(
+                f"connect-{index}",
+                "connect",
+                ConnectConfig(
+                    proto=server.proto,
+                    port=server.port,
+                    connections=part,
+                    hold=hold,
+                    max_seconds=opts.setup_seconds + 60.0,
+                    setup_seconds=opts.setup_seconds,
+                ),
+            )
+            for index, part in enumerate(split_evenly(count, opts.conns_per_proc))
+        ]
+        start = time.monotonic()
+        try:
+            self.progress.show(f"{label}: connecting")
+            done: Callable[[], bool] = (
+                (lambda: all(w.ready for w in workers))
+                if hold
+                else (lambda: all(w.result is not None for w in workers))
+            )
+            pump(workers, done, opts.setup_seconds + 30.0, label)
+            window = time.monotonic() - start
+            if hold:
+                time.sleep(1.0)  # let the server settle before reading its RSS
+                rss_after = server.rss_kb()
+                if isinstance(server, PubSub):
+                    row["notes"] = f"server counts {server.clients():,} clients"
+                for worker in workers:
+                    worker.send("stop")
+                pump(workers, lambda: all(w.result is not None for w in workers), 30.0, label)
+                if rss_before is not None and rss_after is not None:
+                    row["kb_per_connection"] = (rss_after - rss_before) / count
+            cpu_after = server.cpu()
+        finally:
+            for worker in workers:
+                worker.stop()
+        results = [cast(ConnectResult, worker.result) for worker in workers]
+        opened = sum(result["connections"] for result in results)
+        setup = max(result["setup_s"] for result in results)
+        row.update(
+            {
+                "connections": opened,
+                "connects_per_s": opened / setup if setup > 0 else 0.0,
+                "window_s": window,
+                "exact": opened == count,
+                "check": f"ok {opened:,}/{count:,}"
+                if opened == count
+                else f"OPENED {opened:,}/{count:,}",
+            }
+        )
+        if cpu_before is not None and cpu_after is not None:
+            row["server_cpu_s"] = cpu_after - cpu_before
+        row["load_busy"] = load_busy(workers, window)
+        row["load_bound"] = any(busy >= LOAD_BOUND for busy in row["load_busy"].values())
+        if row["load_bound"] and not hold:
+            row["notes"] = "LOAD-BOUND"
+        return row
+
+
+def load_busy(workers: Sequence[Worker], window: float) -> dict[str, float]:
+    """Each load process's CPU share of one core over its own measured time, and all of
+    them together over the run's window (they share the load core)."""
+    shares = {worker.name: round(worker.busy, 3) for worker in workers}
+    total = sum(float(worker.result["cpu_s"]) for worker in workers if worker.result)
+    shares["all load processes"] = round(total / window, 3) if window > 0 else 0.0
+    return shares
+
+
+def describe_check(row: Row) -> str:
+    """``ok N/N`` or every way the counts went wrong; never hidden."""
+    text = f"{row['deliveries']:,}/{row['expected']:,}"
+    problems = [
+        f"{name} {row[key]:,}"  # type: ignore[literal-required]
+        for name, key in (
+            ("LOST", "lost"),
+            ("DUPLICATED", "duplicated"),
+            ("ORDER ERRORS", "order_errors"),
+            ("CLOSED", "closed"),
+            ("PUBLISH ERRORS", "publisher_errors"),
+        )
+        if row[key]  # type: ignore[literal-required]
+    ]
+    if row["acked"] != row["published"]:
+        problems.append(f"ACKED {row['acked']:,}/{row['published']:,}")
+    if row["server_dropped"]:
+        problems.append(f"server dropped {row['server_dropped']:,}")
+    if row["exact"] and not problems:
+        return f"ok {text}"
+    return (
+        ("ok " if row["exact"] else "MISMATCH ")
+        + text
+        + (": " + ", ".join(problems) if problems else "")
+    )
+
+
+RUNNERS: Final[dict[str, Callable[[Bench, Server], list[Row]]]] = {
+    "fanout": Bench.fanout,
+    "topics": Bench.topics,
+    "publishers": Bench.publishers,
+    "latency": Bench.latency,
+    "slow": Bench.slow,
+    "idle": Bench.idle,
+    "connect": Bench.connect,
+}

@@ -1,0 +1,168 @@
+"""Smoke test of the end-to-end load harness at a tiny size, against our server only.
+
+Seconds, not a benchmark: no timing assertions. It checks that every scenario runs,
+that the harness counts messages exactly, that it reports loss when the server drops
+(a one-frame outbox under ``drop_oldest``), and that no process it started outlives it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench import report
+from bench.__main__ import main as bench_main
+from bench.peers import PubSub
+from bench.procs import Processes, Progress, Worker, make_pinning, managed
+from bench.scenarios import DEEP_QUEUE, RUNNERS, Bench, Options, Row, Shape
+
+TINY = Options(
+    fanout_sizes=(1, 3),
+    topic_counts=(3,),
+    subscribers_per_topic=2,
+    publisher_counts=(1, 2),
+    publisher_subscribers=2,
+    latency_sizes=(2,),
+    latency_rates=(200,),
+    latency_seconds=1.0,
+    slow_subscribers=2,
+    slow_rate=400,
+    idle_counts=(20,),
+    connect_count=20,
+    deliveries=300,
+    min_messages=60,
+    max_messages=300,
+    conns_per_proc=2,
+    warmup=0,
+    max_seconds=20.0,
+    setup_seconds=30.0,
+    quiet_seconds=1.0,
+)
+
+
+def children() -> list[int]:
+    """PIDs of this process's live (not zombie) children, from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+@pytest.fixture
+def procs() -> Iterator[Processes]:
+    before = children()
+    with managed() as started:
+        yield started
+    assert children() == before
+
+
+def run(procs: Processes, scenario: str, max_queue_size: int = DEEP_QUEUE) -> list[Row]:
+    pinning = make_pinning()
+    server = PubSub(procs, pinning, max_queue_size=max_queue_size)
+    server.start()
+    try:
+        return RUNNERS[scenario](Bench(TINY, procs, pinning, Progress()), server)
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("scenario", ["fanout", "topics", "publishers", "latency", "slow"])
+def test_pubsub_counts_are_exact(procs: Processes, scenario: str) -> None:
+    rows = run(procs, scenario)
+    assert rows
+    for row in rows:
+        assert row["exact"], row
+        assert row["deliveries"] == row["expected"] > 0
+        assert row["lost"] == row["duplicated"] == row["order_errors"] == row["closed"] == 0
+        assert row["acked"] == row["published"]
+        assert row["check"].startswith("ok ")
+        assert row["us_per_delivery"] is not None
+        assert row["p99_ms"] is not None
+    if scenario == "fanout":
+        messages = [row["published"] for row in rows]
+        assert messages == [300, 100]
+        assert [row["deliveries"] for row in rows] == [300, 300]
+    if scenario == "topics":
+        (row,) = rows
+        assert row["param"] == 3 and row["deliveries"] == 2 * row["published"]
+    if scenario == "latency":
+        (row,) = rows
+        assert row["published"] == 100 and row["deliveries"] == 200
+        assert row["latency_samples"] == 2 * 50  # the first half second is warm-up
+    if scenario == "slow":
+        assert [row["variant"] for row in rows] == [
+            "no stalled subscriber",
+            "with a stalled subscriber",
+        ]
+
+
+@pytest.mark.parametrize("scenario", ["idle", "connect"])
+def test_connections_are_counted(procs: Processes, scenario: str) -> None:
+    (row,) = run(procs, scenario)
+    assert row["exact"] and row["connections"] == 20
+    assert row["connects_per_s"]
+    if scenario == "idle":
+        assert row["kb_per_connection"] is not None
+        assert row["notes"] == "server counts 20 clients"
+
+
+def test_loss_is_reported(procs: Processes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A one-frame outbox under drop_oldest, and a subscriber process paused (SIGSTOP) for
+    two seconds while the publisher floods: the server drops, and the harness must say so."""
+    send = Worker.send
+
+    def send_and_pause(worker: Worker, command: str) -> None:
+        send(worker, command)
+        if command == "go" and worker.name.startswith("subscribers"):
+            os.kill(worker.popen.pid, signal.SIGSTOP)
+            threading.Timer(2.0, os.kill, (worker.popen.pid, signal.SIGCONT)).start()
+
+    monkeypatch.setattr(Worker, "send", send_and_pause)
+    pinning = make_pinning()
+    server = PubSub(procs, pinning, max_queue_size=1)
+    server.start()
+    try:
+        bench = Bench(TINY, procs, pinning, Progress())
+        shape = Shape(2, messages=6000, payload_bytes=4000)
+        row = bench.pubsub_run(server, shape, "fanout", "drop test")
+    finally:
+        server.stop()
+    assert row["server_dropped"]
+    assert not row["exact"]
+    assert row["lost"] > 0
+    assert row["lost"] == row["server_dropped"]  # each drop the server counts, we count
+    assert row["check"].startswith("MISMATCH") and "LOST" in row["check"]
+
+
+def test_cli_writes_tables_and_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = children()
+    monkeypatch.setattr(report, "RESULTS_DIR", tmp_path)
+    status = bench_main(
+        ["fanout", "connect", "--no-peers", "--fanout-sizes", "2", "--deliveries", "100",
+         "--min-messages", "50", "--warmup", "0", "--connect-count", "10"]
+    )  # fmt: skip
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "### fanout" in out and "### connect" in out and "ok 100/100" in out
+    (path,) = tmp_path.glob("fanout-connect-*.json")
+    data = json.loads(path.read_text())
+    assert [row["scenario"] for row in data["rows"]] == ["fanout", "connect"]
+    assert data["machine"]["cores"] and data["peers"] == []
+    assert len(list(tmp_path.glob("*.png"))) == (0 if "matplotlib not" in out else 1)
+    assert children() == before
