@@ -182,6 +182,18 @@ class Session:
         """Queue one control frame (unframed JSON); never dropped, never blocks."""
         self.send_raw(self._framer(frame))
 
+    def send_many(self, frames: list[bytes]) -> None:
+        """Queue several control frames (unframed JSON); written together when idle."""
+        if self.close_reason is not None:
+            return
+        framer = self._framer
+        if not self._queue and self._waiter is not None and self.write_now is not None:
+            self._write_direct(b"".join([framer(frame) for frame in frames]), 0.0)
+            return
+        self._queue.extend([_Control(framer(frame)) for frame in frames])
+        if self._waiter is not None:
+            self._wake()
+
     def send_raw(self, data: bytes) -> None:
         """Queue bytes that are already wire-ready (e.g. a WebSocket ping or pong)."""
         if self.close_reason is not None:

@@ -196,18 +196,15 @@ class Topic:
             dropped += subscriber.deliver(frames, published_at)
         if dropped:
             self.dropped += dropped
+        # One write per publisher per batch, not one per ack.
+        replies: dict[Session, list[bytes]] = {}
         for session, command, offset in acks:
-            session.send(
-                encode(
-                    Ack(
-                        request_id=command.request_id,
-                        topic=self.name,
-                        status="ok",
-                        offset=offset,
-                        ts=ts,
-                    )
-                )
+            ack = Ack(
+                request_id=command.request_id, topic=self.name, status="ok", offset=offset, ts=ts
             )
+            replies.setdefault(session, []).append(encode(ack))
+        for session, answers in replies.items():
+            session.send_many(answers)
 
     def _subscribe(self, session: Session, command: Subscribe) -> None:
         if not session.is_open:
