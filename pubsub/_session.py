@@ -81,6 +81,7 @@ class Session:
         "_framer",
         "_limit",
         "_oldest_at",
+        "_partial",
         "_queue",
         "_waiter",
         "batch_published_at",
@@ -90,6 +91,7 @@ class Session:
         "connection_id",
         "delivered",
         "dropped",
+        "on_close",
         "published",
         "received",
         "received_at",
@@ -126,6 +128,11 @@ class Session:
         self._counters = counters
         self._queue: deque[bytes] = deque()
         self._dropped_pending = 0
+        #: The oldest queued entry is the unwritten rest of a partly written frame:
+        #: nothing may go in front of it and nothing may remove it.
+        self._partial = False
+        #: Set by a transport: called once when the session starts closing.
+        self.on_close: Callable[[], None] | None = None
         self._waiter: trio.lowlevel.Task | None = None
         #: Set by a transport: a non-blocking write of wire bytes returning how many
         #: were written (raising ``OSError`` when the peer is gone). While the
@@ -178,6 +185,20 @@ class Session:
             self._wake()
         return dropped
 
+    def replay(self, frames: list[bytes]) -> None:
+        """Queue replayed events after a subscribe ack. Not subject to the queue
+        limit: the client asked for exactly these (``last_n`` / ``since_offset``)."""
+        if self.close_reason is not None or not frames:
+            return
+        self._counters.enqueued += len(frames)
+        self.delivered += len(frames)
+        if not self._queue and self._waiter is not None and self.write_now is not None:
+            self._write_direct(b"".join(frames), 0.0)
+            return
+        self._queue.extend(frames)
+        if self._waiter is not None:
+            self._wake()
+
     def send(self, frame: bytes) -> None:
         """Queue one control frame (unframed JSON); never dropped, never blocks."""
         self.send_raw(self._framer(frame))
@@ -216,8 +237,10 @@ class Session:
             self.close(CloseReason(CLOSE_ABNORMAL, "connection lost"))
             return
         if written < len(data):
-            # Part of a frame may be on the wire already: the rest must never be dropped.
+            # Part of a frame may be on the wire already: the rest must never be dropped
+            # and nothing may be written before it.
             self._queue.append(_Control(data[written:]))
+            self._partial = True
             self._oldest_at = self._oldest_at or published_at
             self._wake()
 
@@ -230,6 +253,8 @@ class Session:
         if self.close_reason is None:
             self.close_reason = reason
             self._wake()
+            if self.on_close is not None:
+                self.on_close()
             if self._drained is not None:
                 self._drained.set()
                 self._drained = None
@@ -244,8 +269,12 @@ class Session:
     def _overflow(self, frames: list[bytes]) -> int:
         if not self._drop_oldest:
             self._counters.slow_consumer_disconnects += 1
-            # The peer is not reading: what is queued would only delay the close.
+            # The peer is not reading: what is queued would only delay the close
+            # (but a partly written frame must be completed first).
+            head = self._queue[0] if self._partial else None
             self._queue.clear()
+            if head is not None:
+                self._queue.append(head)
             self.fail(
                 ErrorCode.SLOW_CONSUMER,
                 f"outbox full ({self._limit} frames): the connection is not reading fast enough",
@@ -296,10 +325,10 @@ class Session:
         self.batch_published_at = self._oldest_at
         self._oldest_at = 0.0
         if self._dropped_pending:
-            batch.appendleft(
-                self._framer(info_frame("messages_dropped", dropped=self._dropped_pending))
-            )
+            notice = self._framer(info_frame("messages_dropped", dropped=self._dropped_pending))
+            batch.insert(1 if self._partial else 0, notice)
             self._dropped_pending = 0
+        self._partial = False
         if self._drained is not None:
             self._drained.set()
             self._drained = None

@@ -243,8 +243,7 @@ class Topic:
                 )
             )
         )
-        if replay:
-            self.dropped += session.deliver(replay)
+        session.replay(replay)
 
     def _since(self, since_offset: int, epoch: str | None) -> list[bytes] | None:
         """The stored messages after ``since_offset``, or None when the epoch

@@ -183,6 +183,13 @@ class Connection:
         self._fd = stream.socket.fileno()
         self._direct_writes = 0
         session.write_now = self._write_now
+        # A closing connection gets SHUTDOWN_TIMEOUT (at least CLOSE_TIMEOUT) to flush
+        # and close; a peer that stopped reading cannot keep it open longer.
+        grace = max(CLOSE_TIMEOUT, broker.settings.shutdown_timeout / 1000)
+        session.on_close = lambda: self._give_up_after(grace)
+
+    def _give_up_after(self, seconds: float) -> None:
+        self._cancel.deadline = min(self._cancel.deadline, trio.current_time() + seconds)
 
     def _write_now(self, data: bytes, published_at: float) -> int:
         """Non-blocking write for the session while the writer is idle."""

@@ -220,6 +220,7 @@ class Client:
         self._request_ids = itertools.count(1)
         #: Times the client has reconnected after losing its connection.
         self.reconnects = 0
+        self._attempt = 0
 
     # ------------------------------------------------------------------ requests
 
@@ -347,25 +348,25 @@ class Client:
 
     async def _run(self, task_status: trio.TaskStatus[None]) -> None:
         """Connect; on loss, reconnect with backoff and resubscribe (forever)."""
-        attempt = 0
         first = True
         while True:
             try:
-                async with open_websocket_url(
-                    self.url, extra_headers=self._headers, max_message_size=MAX_FRAME
-                ) as ws:
-                    attempt = 0
-                    async with trio.open_nursery() as nursery:
-                        self._ws = ws
-                        self._connected.set()
-                        if first:
-                            first = False
-                            task_status.started()
-                        else:
-                            self.reconnects += 1
-                            nursery.start_soon(self._resubscribe_all)
-                        await self._read(ws)
-                        nursery.cancel_scope.cancel()
+                async with (
+                    open_websocket_url(
+                        self.url, extra_headers=self._headers, max_message_size=MAX_FRAME
+                    ) as ws,
+                    trio.open_nursery() as nursery,
+                ):
+                    self._ws = ws
+                    self._connected.set()
+                    if first:
+                        first = False
+                        task_status.started()
+                    else:
+                        self.reconnects += 1
+                        nursery.start_soon(self._resubscribe_all)
+                    await self._read(ws)
+                    nursery.cancel_scope.cancel()
             except ConnectionRejected as exc:
                 error: Exception
                 if exc.status_code == 401:
@@ -386,8 +387,10 @@ class Client:
             if self._closed or not self._reconnect:
                 self._give_up()
                 return
-            attempt += 1
-            delay = min(self._backoff_max, self._backoff_initial * 2 ** (attempt - 1))
+            # Reset only by a welcome frame: a server that accepts and then closes
+            # at once (MAX_CONNECTIONS, 1013) must not cause a reconnect storm.
+            self._attempt += 1
+            delay = min(self._backoff_max, self._backoff_initial * 2 ** (self._attempt - 1))
             await trio.sleep(delay * random.uniform(0.5, 1.0))
 
     def _give_up(self) -> None:
@@ -463,13 +466,12 @@ class Client:
                 case Pong():
                     self._answer(frame.request_id, frame)
                 case ErrorFrame():
-                    error = error_for(
-                        ErrorCode(frame.error.code), frame.error.message, frame.request_id
-                    )
+                    error = error_for(frame.error.code, frame.error.message, frame.request_id)
                     if not self._answer(frame.request_id, frame, error):
                         log.warning("server error: %s", error)
                 case Info(msg="connected"):
                     self.connection_id = frame.connection_id
+                    self._attempt = 0
                 case Info(msg="topic_deleted", topic=str(topic)):
                     subscription = self._subscriptions.get(topic)
                     if subscription is not None:

@@ -29,6 +29,7 @@ from wsproto.events import (
     TextMessage,
 )
 
+from pubsub._protocol import decode_client_frame
 from pubsub._server import Server
 
 
@@ -426,3 +427,28 @@ async def test_thousand_clients_all_receive_every_message() -> None:
                         await publish(pub, "wide", f"m{i}", {"i": i})
                         await recv(pub)
         assert counts == [n_messages] * n_clients
+
+
+async def test_closing_connection_whose_peer_stopped_reading_is_released() -> None:
+    settings = {"backpressure_policy": "disconnect", "max_queue_size": 8, "shutdown_timeout": 200}
+    async with running(**settings) as server:
+        broker = server.broker
+        broker.create_topic("t")
+        stuck = await RawClient.connect(server)
+        await stuck.send(type="subscribe", topic="t", client_id="stuck")
+        await stuck.read_until_frame(lambda f: f["type"] == "ack")
+        publisher = broker.open_session()  # in-process, so only the stuck one is on the wire
+        for i in range(2000):
+            message = {"id": f"m{i}", "payload": BIG}
+            frame = {"type": "publish", "topic": "t", "client_id": "p", "message": message}
+            await broker.handle(publisher, decode_client_frame(json.dumps(frame)))
+            await publisher.next_batch()
+            if broker.counters.slow_consumer_disconnects:
+                break
+        assert broker.counters.slow_consumer_disconnects == 1
+        broker.close_session(publisher)
+        # The stuck peer never reads, so its writer can never finish: the
+        # connection must still be released after SHUTDOWN_TIMEOUT.
+        with trio.fail_after(10):
+            await broker.wait_sessions_closed()
+        await stuck.stream.aclose()
