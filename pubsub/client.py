@@ -20,6 +20,12 @@ before the next event, so the application always knows when it missed
 messages. Every buffer is bounded: an application that reads slowly slows the
 connection down (and the server's backpressure policy applies) instead of
 growing memory.
+
+Because the buffers are shared by one connection, a subscription whose buffer
+is full holds up every answer on that connection: do not ``await`` a request
+(``publish``, ``ping``) from inside an ``async for`` over a subscription of the
+same client unless its ``buffer`` is large enough for the burst; use a second
+client for that instead.
 """
 
 from __future__ import annotations
