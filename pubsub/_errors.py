@@ -34,20 +34,6 @@ class ErrorCode(enum.Enum):
         return _TABLE[self][1]
 
 
-# code -> (HTTP status, WebSocket close code or None when the connection stays open)
-_TABLE: Final[dict[ErrorCode, tuple[int, int | None]]] = {
-    ErrorCode.BAD_REQUEST: (400, None),
-    ErrorCode.TOPIC_NOT_FOUND: (404, None),
-    ErrorCode.TOPIC_EXISTS: (409, None),
-    ErrorCode.MESSAGE_TOO_LARGE: (413, 1009),
-    # LIMIT_EXCEEDED closes only when it refuses a connection (MAX_CONNECTIONS);
-    # the transport passes 1013 explicitly there.
-    ErrorCode.LIMIT_EXCEEDED: (429, None),
-    ErrorCode.SLOW_CONSUMER: (429, 1013),  # never sent over REST; the seed's status
-    ErrorCode.UNAUTHORIZED: (401, None),
-    ErrorCode.INTERNAL: (500, 1011),
-}
-
 #: WebSocket close codes used by the server (RFC 6455 section 7.4.1).
 CLOSE_NORMAL: Final = 1000
 CLOSE_GOING_AWAY: Final = 1001
@@ -56,6 +42,24 @@ CLOSE_ABNORMAL: Final = 1006
 CLOSE_TOO_BIG: Final = 1009
 CLOSE_INTERNAL: Final = 1011
 CLOSE_TRY_AGAIN_LATER: Final = 1013
+
+
+# code -> (HTTP status, WebSocket close code or None when the connection stays open)
+_TABLE: Final[dict[ErrorCode, tuple[int, int | None]]] = {
+    ErrorCode.BAD_REQUEST: (400, None),
+    ErrorCode.TOPIC_NOT_FOUND: (404, None),
+    ErrorCode.TOPIC_EXISTS: (409, None),
+    ErrorCode.MESSAGE_TOO_LARGE: (413, CLOSE_TOO_BIG),
+    # LIMIT_EXCEEDED closes only when it refuses a connection (MAX_CONNECTIONS);
+    # the transport passes 1013 explicitly there.
+    ErrorCode.LIMIT_EXCEEDED: (429, None),
+    ErrorCode.SLOW_CONSUMER: (
+        429,
+        CLOSE_TRY_AGAIN_LATER,
+    ),  # never sent over REST; the seed's status
+    ErrorCode.UNAUTHORIZED: (401, None),
+    ErrorCode.INTERNAL: (500, CLOSE_INTERNAL),
+}
 
 
 class PubSubError(Exception):

@@ -192,12 +192,7 @@ class Session:
             return
         self._counters.enqueued += len(frames)
         self.delivered += len(frames)
-        if not self._queue and self._waiter is not None and self.write_now is not None:
-            self._write_direct(b"".join(frames), 0.0)
-            return
-        self._queue.extend(frames)
-        if self._waiter is not None:
-            self._wake()
+        self._put(frames)
 
     def send(self, frame: bytes) -> None:
         """Queue one control frame (unframed JSON); never dropped, never blocks."""
@@ -205,24 +200,24 @@ class Session:
 
     def send_many(self, frames: list[bytes]) -> None:
         """Queue several control frames (unframed JSON); written together when idle."""
-        if self.close_reason is not None:
-            return
-        framer = self._framer
-        if not self._queue and self._waiter is not None and self.write_now is not None:
-            self._write_direct(b"".join([framer(frame) for frame in frames]), 0.0)
-            return
-        self._queue.extend([_Control(framer(frame)) for frame in frames])
-        if self._waiter is not None:
-            self._wake()
+        if self.close_reason is None:
+            framer = self._framer
+            self._put([_Control(framer(frame)) for frame in frames])
 
     def send_raw(self, data: bytes) -> None:
         """Queue bytes that are already wire-ready (e.g. a WebSocket ping or pong)."""
-        if self.close_reason is not None:
-            return
+        if self.close_reason is None:
+            self._put([_Control(data)])
+
+    def _put(self, entries: list[bytes], published_at: float = 0.0) -> None:
+        """Write ``entries`` at once if the writer is idle on an empty outbox, else queue them.
+
+        ``deliver`` inlines this test (it is the per-subscriber hot path).
+        """
         if not self._queue and self._waiter is not None and self.write_now is not None:
-            self._write_direct(data, 0.0)
+            self._write_direct(entries[0] if len(entries) == 1 else b"".join(entries), published_at)
             return
-        self._queue.append(_Control(data))
+        self._queue.extend(entries)
         if self._waiter is not None:
             self._wake()
 

@@ -37,6 +37,7 @@ from ._broker import Broker
 from ._errors import (
     CLOSE_ABNORMAL,
     CLOSE_GOING_AWAY,
+    CLOSE_NORMAL,
     CLOSE_TRY_AGAIN_LATER,
     ErrorCode,
     ProtocolError,
@@ -340,7 +341,8 @@ class Connection:
             reason = session.close_reason
             assert reason is not None
             if self.ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-                code = reason.code if reason.code not in (CLOSE_ABNORMAL, 1005) else 1000
+                # 1005 (no status) and 1006 (abnormal) must never be sent: answer those with 1000.
+                code = reason.code if reason.code not in (CLOSE_ABNORMAL, 1005) else CLOSE_NORMAL
                 await stream.send_all(self.ws.send(CloseConnection(code, reason.reason[:120])))
             with trio.move_on_after(CLOSE_TIMEOUT):
                 await self._peer_closed.wait()
