@@ -50,8 +50,11 @@ import trio
 import trio.testing
 
 import pubsub
-from pubsub import CloseReason, Session, Settings
-from pubsub._protocol import (
+from pubsub import Settings
+from pubsub._core.node import MAX_BATCH, open_node
+from pubsub._core.session import CloseReason, Session
+from pubsub._engines.memory import MemoryEngine
+from pubsub._protocol.frames import (
     Ack,
     Event,
     Message,
@@ -59,9 +62,8 @@ from pubsub._protocol import (
     decode_client_frame,
     decode_server_frame,
     encode,
-    ts_now,
 )
-from pubsub._topic import MAX_BATCH
+from pubsub._protocol.timestamps import ts_now
 
 TOPIC: Final = "bench"
 SIZES: Final = (1, 100, 1000)
@@ -254,8 +256,11 @@ async def _broker_fanout(
     payload_bytes: int,
     paced: bool,
 ) -> _Broker:
-    async with pubsub.open_broker(settings) as broker:
-        broker.create_topic(TOPIC)
+    engine = MemoryEngine(
+        max_topics=settings.max_topics, max_messages=settings.max_messages_per_topic
+    )
+    async with open_node(settings, engine) as broker:
+        await broker.create_topic(TOPIC)
         subscribe = decode_client_frame(
             msgspec.json.encode(
                 {"type": "subscribe", "topic": TOPIC, "client_id": "bench", "request_id": "s"}

@@ -1,49 +1,49 @@
-"""trio-pubsub: a real-time WebSocket pub/sub message broker on Trio."""
+"""trio-pubsub: a real-time WebSocket pub/sub message broker on Trio.
+
+The public API: run a broker (:func:`open_server`, :class:`Server`), its
+:class:`Settings`, the client library (:func:`open_client`; more in
+:mod:`pubsub.client`) and the typed errors both raise. Everything else lives
+in private packages, by layer: ``_protocol`` (wire, sans-IO), ``_core`` (topic
+actors, sessions, outboxes, the engine interface), ``_engines`` (the memory
+engine), ``_server`` (transport, REST, composition) and ``_cli``.
+"""
 
 from __future__ import annotations
 
-from ._broker import Broker as Broker
-from ._broker import Counters as Counters
-from ._broker import Stats as Stats
-from ._broker import open_broker as open_broker
-from ._errors import BadRequest as BadRequest
-from ._errors import ErrorCode as ErrorCode
-from ._errors import InternalError as InternalError
-from ._errors import LimitExceeded as LimitExceeded
-from ._errors import MessageTooLarge as MessageTooLarge
-from ._errors import ProtocolError as ProtocolError
-from ._errors import PubSubError as PubSubError
-from ._errors import SlowConsumer as SlowConsumer
-from ._errors import TopicExists as TopicExists
-from ._errors import TopicNotFound as TopicNotFound
-from ._errors import Unauthorized as Unauthorized
-from ._session import CloseReason as CloseReason
-from ._session import Session as Session
+from ._protocol.errors import BadRequest as BadRequest
+from ._protocol.errors import ErrorCode as ErrorCode
+from ._protocol.errors import InternalError as InternalError
+from ._protocol.errors import LimitExceeded as LimitExceeded
+from ._protocol.errors import MessageTooLarge as MessageTooLarge
+from ._protocol.errors import ProtocolError as ProtocolError
+from ._protocol.errors import PubSubError as PubSubError
+from ._protocol.errors import SlowConsumer as SlowConsumer
+from ._protocol.errors import TopicExists as TopicExists
+from ._protocol.errors import TopicNotFound as TopicNotFound
+from ._protocol.errors import Unauthorized as Unauthorized
+from ._server.server import Server as Server
+from ._server.server import open_server as open_server
 from ._settings import Settings as Settings
 from ._settings import SettingsError as SettingsError
-from ._topic import Topic as Topic
 from ._version import __version__ as __version__
+from .client import open_client as open_client
 
 __all__ = [
     "BadRequest",
-    "Broker",
-    "CloseReason",
-    "Counters",
     "ErrorCode",
     "InternalError",
     "LimitExceeded",
     "MessageTooLarge",
     "ProtocolError",
     "PubSubError",
-    "Session",
+    "Server",
     "Settings",
     "SettingsError",
     "SlowConsumer",
-    "Stats",
-    "Topic",
     "TopicExists",
     "TopicNotFound",
     "Unauthorized",
     "__version__",
-    "open_broker",
+    "open_client",
+    "open_server",
 ]

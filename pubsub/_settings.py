@@ -1,9 +1,11 @@
-"""Typed settings with the defaults of PROTOCOL.md.
+"""Typed settings with the defaults of PROTOCOL.md: the one place that defines them.
 
 The schema (``Settings``) is separate from loading (``Settings.from_env``,
 ``Settings.replace``). Durations are integer milliseconds, sizes bytes, as in
 the seed's environment variables; the field names are the variable names in
-lower case.
+lower case. Each field's ``description`` is its help text (``serve --help``
+and the docs are generated from it), and code that needs seconds asks
+:meth:`Settings.seconds` instead of dividing by 1000 itself.
 """
 
 from __future__ import annotations
@@ -13,12 +15,22 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
-Positive = Annotated[int, msgspec.Meta(ge=1)]
-NonNegative = Annotated[int, msgspec.Meta(ge=0)]
-Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+
+def _doc(text: str, **constraints: Any) -> msgspec.Meta:
+    return msgspec.Meta(description=text, **constraints)
+
+
 Policy = Literal["drop_oldest", "disconnect"]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 LogFormat = Literal["text", "json"]
+#: The settings that are durations in milliseconds (see :meth:`Settings.seconds`).
+Duration = Literal[
+    "heartbeat_interval",
+    "connection_timeout",
+    "shutdown_timeout",
+    "handshake_timeout",
+    "close_timeout",
+]
 
 
 class SettingsError(ValueError):
@@ -32,36 +44,53 @@ class SettingsError(ValueError):
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Every setting of the broker. Environment variable = field name in upper case."""
 
-    #: TCP port; 0 picks a free one (the bound port is logged).
-    port: Port = 3000
-    #: Bind address; 0.0.0.0 exposes the broker beyond this machine.
-    host: str = "127.0.0.1"
-    #: Replay ring size per topic (messages kept for ``last_n`` and resume); 0 keeps none.
-    max_messages_per_topic: NonNegative = 100
-    #: Frames queued per connection before the backpressure policy acts.
-    max_queue_size: Positive = 1000
-    #: What a full outbox does: drop its oldest event, or disconnect with SLOW_CONSUMER.
-    backpressure_policy: Policy = "drop_oldest"
-    #: Milliseconds between heartbeats (WebSocket ping + ``info``/``ping`` frame).
-    heartbeat_interval: Positive = 30_000
-    #: Milliseconds without any frame from a client before it is closed with 1001.
-    connection_timeout: Positive = 60_000
-    #: Milliseconds a graceful shutdown may spend flushing outboxes.
-    shutdown_timeout: NonNegative = 10_000
-    #: Largest WebSocket message or REST body in bytes.
-    max_message_size: Positive = 1_048_576
-    max_topics: Positive = 1000
-    max_subscribers_per_topic: Positive = 10_000
-    max_connections: Positive = 10_000
-    #: When set, REST (except /health) and the /ws handshake need this key.
-    api_key: str | None = None
-    log_level: LogLevel = "info"
-    log_format: LogFormat = "text"
+    port: Annotated[int, _doc("TCP port; 0 picks a free one and logs it", ge=0, le=65535)] = 3000
+    host: Annotated[str, _doc("bind address (0.0.0.0 to expose)")] = "127.0.0.1"
+    max_messages_per_topic: Annotated[
+        int, _doc("replay ring per topic (last_n, resume); 0 keeps none", ge=0)
+    ] = 100
+    max_queue_size: Annotated[
+        int, _doc("event frames queued per connection before backpressure acts", ge=1)
+    ] = 1000
+    max_queue_bytes: Annotated[
+        int,
+        _doc(
+            "bytes of event frames queued per connection before backpressure acts "
+            "(0 = no byte bound; one event is always accepted into an empty outbox)",
+            ge=0,
+        ),
+    ] = 0
+    backpressure_policy: Annotated[
+        Policy, _doc("drop_oldest, or disconnect (SLOW_CONSUMER, close 1013)")
+    ] = "drop_oldest"
+    heartbeat_interval: Annotated[
+        int, _doc("ms between WebSocket pings + info/ping frames", ge=1)
+    ] = 30_000
+    connection_timeout: Annotated[
+        int, _doc("ms of silence before a client is closed (1001)", ge=1)
+    ] = 60_000
+    shutdown_timeout: Annotated[
+        int, _doc("ms a graceful shutdown (or a closing connection) may spend flushing", ge=0)
+    ] = 10_000
+    max_message_size: Annotated[int, _doc("largest WebSocket message / REST body, bytes", ge=1)] = (
+        1_048_576
+    )
+    max_topics: Annotated[int, _doc("topics", ge=1)] = 1000
+    max_subscribers_per_topic: Annotated[int, _doc("subscribers per topic", ge=1)] = 10_000
+    max_connections: Annotated[int, _doc("WebSocket connections", ge=1)] = 10_000
+    api_key: Annotated[str | None, _doc("require X-API-Key (REST, /ws) or ?api_key= (/ws)")] = None
+    log_level: Annotated[LogLevel, _doc("debug, info, warning, error or critical")] = "info"
+    log_format: Annotated[LogFormat, _doc("text, or json: one object per line")] = "text"
     # Extensions (not in the seed):
-    #: Commands a topic actor queues before publishers wait (backpressure on publishers).
-    topic_inbox_size: Positive = 1024
-    #: Milliseconds a new TCP connection may take to finish its HTTP/WebSocket handshake.
-    handshake_timeout: Positive = 10_000
+    topic_inbox_size: Annotated[
+        int, _doc("commands a topic queues before publishers wait", ge=1)
+    ] = 1024
+    handshake_timeout: Annotated[
+        int, _doc("ms a new connection may take to send its request head", ge=1)
+    ] = 10_000
+    close_timeout: Annotated[
+        int, _doc("ms a closing WebSocket waits for the peer's close frame", ge=1)
+    ] = 2_000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -97,6 +126,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 raise SettingsError(name.upper(), f"{detail} (value {raw!r})") from None
         return msgspec.structs.replace(self, **converted)
 
+    def seconds(self, name: Duration) -> float:
+        """A duration setting in seconds (the settings themselves are milliseconds)."""
+        milliseconds: int = getattr(self, name)
+        return milliseconds / 1000
+
     def public(self) -> dict[str, Any]:
         """The settings without secrets, for ``/info`` and start-up logs."""
         values = msgspec.structs.asdict(self)
@@ -106,3 +140,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 _FIELD_TYPES: Final[dict[str, Any]] = {f.name: f.type for f in msgspec.structs.fields(Settings)}
 FIELD_NAMES: Final = tuple(_FIELD_TYPES)
+
+
+def describe(name: str) -> str:
+    """The help text of setting ``name`` (its field's ``description``)."""
+    meta = next(
+        (m for m in getattr(_FIELD_TYPES[name], "__metadata__", ()) if isinstance(m, msgspec.Meta)),
+        None,
+    )
+    assert meta is not None and meta.description, f"setting {name} has no description"
+    return meta.description

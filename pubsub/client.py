@@ -50,8 +50,8 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from ._errors import ErrorCode, PubSubError, error_for
-from ._protocol import (
+from ._protocol.errors import ErrorCode, PubSubError, error_for
+from ._protocol.frames import (
     Ack,
     AnyServerFrame,
     Info,
@@ -63,9 +63,20 @@ from ._protocol import (
     decode_server_frame,
     encode,
 )
-from ._protocol import Error as ErrorFrame
-from ._protocol import Event as EventFrame
-from ._protocol import Message as WireMessage
+from ._protocol.frames import Error as ErrorFrame
+from ._protocol.frames import Event as EventFrame
+from ._protocol.frames import Message as WireMessage
+
+__all__ = [
+    "Client",
+    "ConnectionLost",
+    "Event",
+    "Gap",
+    "PublishAck",
+    "ServerUnreachable",
+    "Subscription",
+    "open_client",
+]
 
 log = logging.getLogger("pubsub.client")
 
@@ -549,15 +560,3 @@ async def open_client(
         if len(group.exceptions) == 1:
             raise group.exceptions[0] from None
         raise
-
-
-__all__ = [
-    "Client",
-    "ConnectionLost",
-    "Event",
-    "Gap",
-    "PublishAck",
-    "ServerUnreachable",
-    "Subscription",
-    "open_client",
-]

@@ -11,8 +11,7 @@ import httpx
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
-from pubsub import Settings
-from pubsub._server import Server, open_server
+from pubsub import Server, Settings, open_server
 
 RECV_TIMEOUT = 10.0
 

@@ -1,0 +1,127 @@
+"""``trio-pubsub serve``: settings from flags and environment, logging, signals."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import msgspec
+import trio
+
+from .._server.server import Server
+from .._settings import FIELD_NAMES, Settings, SettingsError, describe
+from .._version import __version__
+from .commands import add_commands, run_command
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(settings: Settings) -> None:
+    """Log to stderr at ``LOG_LEVEL``, as text or one JSON object per line."""
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_format == "json":
+        formatter: logging.Formatter = _JsonFormatter()
+        formatter.converter = time.gmtime
+    else:
+        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trio-pubsub", description="A real-time WebSocket pub/sub message broker."
+    )
+    parser.add_argument("--version", action="version", version=f"trio-pubsub {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="run the broker",
+        description="Run the broker. Each flag overrides its environment variable.",
+    )
+    defaults = Settings()
+    for name in FIELD_NAMES:
+        default = getattr(defaults, name)
+        shown = "unset" if default is None else default
+        serve.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            metavar=name.upper(),
+            help=f"{describe(name)} (env {name.upper()}, default {shown})",
+        )
+    add_commands(commands)
+    return parser
+
+
+def load_settings(args: argparse.Namespace, environ: dict[str, str]) -> Settings:
+    """Environment variables, then flags on top."""
+    flags = {name: getattr(args, name) for name in FIELD_NAMES if getattr(args, name) is not None}
+    return Settings.from_env(environ).replace(**flags)
+
+
+async def _serve(settings: Settings) -> None:
+    server = Server(settings)
+    async with trio.open_nursery() as nursery:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            nursery.start_soon(_watch_signals, signals, server, nursery.cancel_scope)
+            await server.serve()
+            nursery.cancel_scope.cancel()
+
+
+async def _watch_signals(
+    signals: AsyncIterator[int], server: Server, cancel_scope: trio.CancelScope
+) -> None:
+    """First SIGTERM/SIGINT: graceful shutdown. Second: stop at once."""
+    log = logging.getLogger("pubsub.server")
+    async for signum in signals:
+        if server.state.draining:
+            log.warning("second %s: stopping now", signal.Signals(signum).name)
+            cancel_scope.cancel()
+            return
+        log.info("received %s: shutting down", signal.Signals(signum).name)
+        server.shutdown()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``trio-pubsub``."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command != "serve":
+        return run_command(args)
+    try:
+        settings = load_settings(args, dict(os.environ))
+    except SettingsError as exc:
+        parser.exit(2, f"trio-pubsub: error: {exc}\n")
+    configure_logging(settings)
+    logging.getLogger("pubsub.server").info(
+        "trio-pubsub %s starting with %s",
+        __version__,
+        msgspec.json.encode(settings.public()).decode(),
+    )
+    failed = False
+    try:
+        trio.run(_serve, settings)
+    except* OSError as group:  # e.g. the port is taken
+        logging.getLogger("pubsub.server").error("cannot serve: %s", group.exceptions[0])
+        failed = True
+    return 1 if failed else 0

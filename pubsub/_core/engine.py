@@ -1,0 +1,163 @@
+"""The engine seam: what is cluster-wide, behind one interface.
+
+A node (one process) keeps what is local: the order of each topic's commands,
+its local subscribers and the fan-out to them. An :class:`Engine` keeps what
+every node must agree on:
+
+- the topic registry (create, delete, list, describe);
+- offsets and epochs: :meth:`Engine.publish` stores a batch of messages and
+  answers with the first offset, the epoch and the publish time;
+- history: the newest ``last_n`` messages, or everything after ``since_offset``
+  if the epoch matches and nothing in between is gone (never a partial replay);
+- the feed: every message published to a topic this node follows, from any
+  node, handed to the node's :class:`Feed` in offset order, and the end of a
+  deleted topic after everything published before the delete.
+
+Model: centrifuge's ``Broker`` interface (``broker.go``: ``Publish``,
+``History``) with ``broker_memory.go``; the node's topic actors play its hub.
+:class:`~pubsub._engines.memory.MemoryEngine` is the implementation for one
+process; every method there completes without yielding, so a topic actor's
+subscribe (history, then live) is atomic with respect to its publishes.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import msgspec
+import trio
+
+from .._protocol.frames import Message
+
+
+class Publication:
+    """A stored message: what the engine gives back in history and the feed.
+
+    Attributes:
+        frame: The wire bytes of its ``event`` frame on this node, set by the
+            topic actor the first time it frames it (``None`` until then), so
+            an engine that hands out the same object again (the memory engine's
+            history) costs no second encoding.
+    """
+
+    __slots__ = ("frame", "message", "offset", "ts")
+
+    def __init__(self, offset: int, ts: str, message: Message) -> None:
+        self.offset = offset
+        self.ts = ts
+        self.message = message
+        self.frame: bytes | None = None
+
+    def __repr__(self) -> str:
+        return f"Publication({self.offset}, {self.ts!r}, {self.message.id!r})"
+
+
+class TopicInfo(msgspec.Struct, frozen=True):
+    """A topic as the engine knows it (cluster-wide)."""
+
+    name: str
+    #: Fixed for the life of this incarnation of the topic (a re-created topic,
+    #: or an engine that lost its data, gets a new one).
+    epoch: str
+    #: Epoch milliseconds.
+    created_at: int
+    #: The newest message's offset; the number of messages ever published.
+    offset: int
+    #: Messages held for replay.
+    stored: int
+
+
+class Published(msgspec.Struct, frozen=True):
+    """What :meth:`Engine.publish` answers: the i-th message got ``first_offset + i``."""
+
+    first_offset: int
+    epoch: str
+    #: Publish time of the batch (contract timestamp).
+    ts: str
+
+
+class History(msgspec.Struct, frozen=True):
+    """What :meth:`Engine.history` answers."""
+
+    #: The topic's newest offset when the history was read.
+    offset: int
+    epoch: str
+    #: With ``since_offset``: whether everything after it is in ``publications``.
+    #: None when no ``since_offset`` was asked for.
+    recovered: bool | None
+    publications: list[Publication]
+
+
+class Feed(Protocol):
+    """Where an engine hands what it learns to the node (the node implements it).
+
+    Called on the node's trio thread. The memory engine calls these from inside
+    :meth:`Engine.publish` and :meth:`Engine.delete_topic`.
+    """
+
+    def on_publications(self, topic: str, publications: list[Publication]) -> None:
+        """New messages of a followed topic, in offset order."""
+        ...
+
+    def on_topic_deleted(self, topic: str) -> None:
+        """The topic was deleted; every message published before the delete was
+        handed to :meth:`on_publications` first."""
+        ...
+
+
+class Engine(Protocol):
+    """The cluster-wide half of the broker. Errors are typed ``PubSubError``\\ s:
+    ``TopicNotFound``, ``TopicExists``, ``LimitExceeded`` (``MAX_TOPICS``)."""
+
+    @property
+    def kind(self) -> str:
+        """``"memory"`` or ``"redis"`` (``/info``, ``/health``)."""
+        ...
+
+    async def run(
+        self, feed: Feed, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve ``feed`` until cancelled; ``task_status.started()`` once usable."""
+        ...
+
+    async def create_topic(self, name: str) -> TopicInfo:
+        """Register a topic (name already validated)."""
+        ...
+
+    async def delete_topic(self, name: str) -> None:
+        """Delete a topic and its history; followers get ``on_topic_deleted``."""
+        ...
+
+    async def topic(self, name: str) -> TopicInfo:
+        """One topic. Raises ``TopicNotFound``."""
+        ...
+
+    async def topics(self) -> list[TopicInfo]:
+        """Every topic, sorted by name."""
+        ...
+
+    async def publish(self, topic: str, messages: list[Message]) -> Published:
+        """Store ``messages`` (one call per batch, never one per message) and hand
+        them to the feed of every node that follows the topic."""
+        ...
+
+    async def history(
+        self,
+        topic: str,
+        *,
+        last_n: int = 0,
+        since_offset: int | None = None,
+        epoch: str | None = None,
+    ) -> History:
+        """The newest ``last_n`` stored messages, or (with ``since_offset``) every
+        message after it when ``epoch`` matches and all are stored, oldest first."""
+        ...
+
+    async def follow(self, topic: str) -> None:
+        """Start handing ``topic``'s messages to the feed (this node has local
+        subscribers); returns once nothing published after it can be missed."""
+        ...
+
+    def unfollow(self, topic: str) -> None:
+        """This node's last local subscriber of ``topic`` left."""
+        ...

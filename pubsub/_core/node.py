@@ -1,0 +1,300 @@
+"""The node: this process's part of the broker.
+
+It owns the sessions (one per connection) and a topic actor per topic in use
+here, dispatches decoded client frames to them, and is the engine's
+:class:`~pubsub._core.engine.Feed`: messages the engine hands over go to the
+topic's actor for fan-out. What is cluster-wide (the registry, offsets,
+history) it asks the engine; it never knows which engine it has.
+
+Framework-free: it imports trio, msgspec and this package only. Transports
+open a :class:`Session` per connection, feed decoded client frames to
+:meth:`Node.handle` and drain the session's outbox; the REST layer calls the
+topic-management methods and :meth:`Node.stats`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Final
+
+import trio
+
+from .._protocol.errors import CLOSE_GOING_AWAY, InternalError, LimitExceeded, TopicNotFound
+from .._protocol.frames import AnyClientFrame, Ping, Pong, check_topic_name, encode
+from .._protocol.timestamps import now_ms, ts_now
+from .._settings import Settings
+from .counters import Counters, DeliveryStats, Stats, TopicStats, WebSocketStats
+from .engine import Engine, Publication, TopicInfo
+from .outbox import POLICIES
+from .session import CloseReason, Framer, Session
+from .topic import DeleteTopic, TopicActor
+
+#: The most commands a topic actor takes from its inbox in one wake-up.
+MAX_BATCH: Final = 512
+
+
+def _unframed(data: bytes) -> bytes:
+    return data
+
+
+class Node:
+    """Sessions, topic actors and request dispatch on this node.
+
+    Use :func:`open_node` to get one whose lifetime is an ``async with``.
+
+    Args:
+        settings: Limits and policies.
+        engine: What is cluster-wide; :meth:`Engine.run` must be serving this
+            node as its feed (``open_node`` does that).
+        nursery: Where topic actors run; it must outlive the node.
+        framer: Wraps each encoded JSON frame for the wire, once per frame
+            (the WebSocket transport prepends the frame header). Identity by
+            default, so in-process users see plain JSON.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        nursery: trio.Nursery,
+        *,
+        framer: Framer = _unframed,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.framer = framer
+        self.counters = Counters()
+        self.started_at = now_ms()
+        self.closed = False
+        self._nursery = nursery
+        self._actors: dict[str, TopicActor] = {}
+        self._sessions: dict[Session, None] = {}
+        self._no_sessions: trio.Event | None = None
+        self._policy = POLICIES[settings.backpressure_policy]()
+        # A batch never fills more than half an empty outbox by itself, so a
+        # subscriber that keeps up never loses events to batching.
+        self._max_batch = min(MAX_BATCH, max(1, settings.max_queue_size // 2))
+
+    # ------------------------------------------------------------------ topics
+
+    async def create_topic(self, name: str) -> TopicInfo:
+        """Create a topic.
+
+        Raises:
+            BadRequest: the name breaks the topic-name rule.
+            TopicExists, LimitExceeded: from the engine.
+            InternalError: the node is shutting down.
+        """
+        check_topic_name(name)
+        if self.closed:
+            raise InternalError("the broker is shutting down")
+        return await self.engine.create_topic(name)
+
+    async def delete_topic(self, name: str) -> None:
+        """Delete a topic once every command queued before this one is carried
+        out: its subscribers get every message published before the delete,
+        then ``topic_deleted``.
+
+        Raises:
+            TopicNotFound: there is no such topic.
+        """
+        actor = await self._actor(name)
+        command = DeleteTopic()
+        if actor is None or not await actor.submit((None, command, 0.0)):
+            raise TopicNotFound(f"topic {name!r} does not exist")
+        await command.done.wait()
+        if command.error is not None:
+            raise command.error
+
+    async def topic(self, name: str) -> TopicInfo:
+        """One topic as the engine knows it. Raises ``TopicNotFound``."""
+        return await self.engine.topic(name)
+
+    async def topics(self) -> list[TopicInfo]:
+        """Every topic, sorted by name."""
+        return await self.engine.topics()
+
+    def local_subscribers(self, name: str) -> int:
+        """Subscribers of topic ``name`` on this node."""
+        actor = self._actors.get(name)
+        return len(actor.subscribers) if actor is not None else 0
+
+    def total_subscribers(self) -> int:
+        """Subscriptions on this node over all topics."""
+        return sum(len(actor.subscribers) for actor in self._actors.values())
+
+    async def _actor(self, name: str) -> TopicActor | None:
+        """The topic's actor on this node, started on first use; None if no such topic."""
+        actor = self._actors.get(name)
+        if actor is not None:
+            return actor
+        if self.closed:
+            return None
+        try:
+            info = await self.engine.topic(name)
+        except TopicNotFound:
+            return None
+        actor = self._actors.get(name)  # another task may have started it meanwhile
+        if actor is None:
+            actor = self._actors[name] = TopicActor(
+                info,
+                engine=self.engine,
+                max_subscribers=self.settings.max_subscribers_per_topic,
+                inbox_size=self.settings.topic_inbox_size,
+                max_batch=self._max_batch,
+                framer=self.framer,
+                counters=self.counters,
+            )
+            self._nursery.start_soon(actor.run, name=f"topic:{name}")
+        return actor
+
+    # ------------------------------------------------------------ engine feed
+
+    def on_publications(self, topic: str, publications: list[Publication]) -> None:
+        actor = self._actors.get(topic)
+        if actor is not None:
+            actor.fan_out(publications)
+
+    def on_topic_deleted(self, topic: str) -> None:
+        actor = self._actors.pop(topic, None)
+        if actor is not None:
+            actor.on_deleted()
+
+    # ---------------------------------------------------------------- sessions
+
+    def open_session(self, connection_id: str | None = None) -> Session:
+        """Register a new connection.
+
+        Raises:
+            LimitExceeded: ``MAX_CONNECTIONS`` are open.
+        """
+        if len(self._sessions) >= self.settings.max_connections:
+            raise LimitExceeded(
+                f"the broker has the maximum of {self.settings.max_connections} connections"
+            )
+        session = Session(
+            max_queue_size=self.settings.max_queue_size,
+            max_queue_bytes=self.settings.max_queue_bytes,
+            policy=self._policy,
+            framer=self.framer,
+            counters=self.counters,
+            connection_id=connection_id,
+        )
+        self._sessions[session] = None
+        self.counters.connection_counter += 1
+        return session
+
+    def close_session(self, session: Session) -> None:
+        """Forget a connection that has gone: it leaves all its topics at once, and
+        requests of it still queued at topics are ignored."""
+        session.close(CloseReason(CLOSE_GOING_AWAY, "connection closed"))
+        for actor in session.topics.values():
+            actor.detach(session)
+        session.topics.clear()
+        self._sessions.pop(session, None)
+        if not self._sessions and self._no_sessions is not None:
+            self._no_sessions.set()
+            self._no_sessions = None
+
+    async def wait_sessions_closed(self) -> None:
+        """Wait until no connection is open."""
+        while self._sessions:
+            if self._no_sessions is None:
+                self._no_sessions = trio.Event()
+            await self._no_sessions.wait()
+        await trio.lowlevel.checkpoint()
+
+    def sessions(self) -> list[Session]:
+        """Every open connection."""
+        return list(self._sessions)
+
+    # ---------------------------------------------------------------- requests
+
+    async def handle(
+        self, session: Session, frame: AnyClientFrame, received_at: float = 0.0
+    ) -> None:
+        """Carry out one decoded client frame for ``session``.
+
+        ``received_at`` is ``perf_counter()`` when the frame's bytes were read
+        (the start of its publish-to-write latency). Answers (acks, pongs,
+        errors) go to the session's outbox; this only waits when the topic's
+        inbox is full, and does not checkpoint otherwise.
+        """
+        session.received += 1
+        if type(frame) is Ping:
+            session.send(encode(Pong(request_id=frame.request_id, ts=ts_now())))
+            return
+        assert not isinstance(frame, Ping)
+        session.client_id = frame.client_id
+        actor = self._actors.get(frame.topic) or await self._actor(frame.topic)
+        if actor is None or not await actor.submit((session, frame, received_at)):
+            session.send_error(
+                TopicNotFound(f"topic {frame.topic!r} does not exist"), frame.request_id
+            )
+
+    # ------------------------------------------------------------- lifecycle
+
+    def close(self) -> None:
+        """Stop accepting topics and let every topic actor finish what it has queued."""
+        self.closed = True
+        for actor in self._actors.values():
+            actor.close()
+
+    async def stats(self) -> Stats:
+        """A snapshot of this node's statistics (topic figures from the engine)."""
+        topics: dict[str, TopicStats] = {}
+        for info in await self.engine.topics():
+            actor = self._actors.get(info.name)
+            topics[info.name] = TopicStats(
+                messages=info.offset,
+                subscribers=len(actor.subscribers) if actor is not None else 0,
+                stored=info.stored,
+                dropped=actor.dropped if actor is not None else 0,
+            )
+        counters = self.counters
+        return Stats(
+            uptime_sec=self.uptime_sec(),
+            topics=topics,
+            total_topics=len(topics),
+            total_subscribers=sum(t.subscribers for t in topics.values()),
+            total_messages=sum(t.messages for t in topics.values()),
+            websocket=WebSocketStats(
+                total_clients=len(self._sessions),
+                connection_counter=counters.connection_counter,
+            ),
+            delivery=DeliveryStats(
+                delivered=counters.delivered,
+                dropped=counters.dropped,
+                slow_consumer_disconnects=counters.slow_consumer_disconnects,
+            ),
+        )
+
+    def uptime_sec(self) -> int:
+        return (now_ms() - self.started_at) // 1000
+
+
+@asynccontextmanager
+async def open_node(
+    settings: Settings, engine: Engine, *, framer: Framer = _unframed
+) -> AsyncIterator[Node]:
+    """A node serving ``engine``'s feed, whose topic actors live inside this block.
+
+    On exit every topic actor carries out what it has queued, then the engine
+    stops serving the feed.
+    """
+    try:
+        async with trio.open_nursery() as engine_nursery:
+            async with trio.open_nursery() as actors:
+                node = Node(settings, engine, actors, framer=framer)
+                await engine_nursery.start(engine.run, node)
+                try:
+                    yield node
+                finally:
+                    node.close()
+            engine_nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # One failure (usually the caller's own) comes out as itself, not as a group.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise

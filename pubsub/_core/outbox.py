@@ -1,0 +1,241 @@
+"""A connection's outbox: its queue of wire-ready frames and the backpressure policy.
+
+Entries are bytes ready for the socket. Live events are plain ``bytes``; every
+other entry is :class:`Pinned` and is never removed by a policy: control frames
+(acks, errors, infos, pongs, pings: a client waiting for an answer must get
+it), replayed events (the client asked for exactly these with ``last_n`` or
+``since_offset``), and the unwritten rest of a partly written frame (part of it
+is on the wire already). Only live events count against the bounds:
+``MAX_QUEUE_SIZE`` frames and, when set, ``MAX_QUEUE_BYTES`` bytes.
+
+:meth:`Outbox.enqueue` returns a verdict the session acts on, as centrifuge's
+``writer.go`` does: how many events it dropped to make room (0: accepted as
+they are), or :data:`DISCONNECT`. The policies are classes in this module; a
+third one is one more class here and its name in ``Settings``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import ClassVar, Final, Protocol
+
+#: The verdict that the connection must be closed with ``SLOW_CONSUMER``.
+DISCONNECT: Final = -1
+
+
+class Pinned(bytes):
+    """A queued entry no policy may remove (control frame, replay, partial rest)."""
+
+    __slots__ = ()
+
+
+class Policy(Protocol):
+    """What a full outbox does with events that do not fit."""
+
+    name: ClassVar[str]
+
+    def overflow(self, outbox: Outbox, frames: list[bytes], nbytes: int) -> int:
+        """Handle ``frames`` (``nbytes`` long together) that would exceed a bound.
+
+        Returns the verdict: how many events were dropped, or :data:`DISCONNECT`.
+        """
+        ...
+
+
+class DropOldest:
+    """Queue the new events and drop the oldest queued ones until within bounds.
+
+    Drops are reported to the client with ``messages_dropped`` before the next
+    frame it is sent (:meth:`Outbox.take`).
+    """
+
+    name: ClassVar[str] = "drop_oldest"
+
+    def overflow(self, outbox: Outbox, frames: list[bytes], nbytes: int) -> int:
+        outbox.push(frames, nbytes)
+        dropped = 0
+        while outbox.over_bounds() and outbox.drop_oldest_event():
+            dropped += 1
+        outbox.dropped_pending += dropped
+        return dropped
+
+
+class Disconnect:
+    """Close the connection with ``SLOW_CONSUMER`` (1013): it is not reading."""
+
+    name: ClassVar[str] = "disconnect"
+
+    def overflow(self, outbox: Outbox, frames: list[bytes], nbytes: int) -> int:
+        return DISCONNECT
+
+
+#: Every policy by its ``BACKPRESSURE_POLICY`` name.
+POLICIES: Final[dict[str, type[DropOldest | Disconnect]]] = {
+    policy.name: policy for policy in (DropOldest, Disconnect)
+}
+
+
+class Outbox:
+    """The frames waiting for one connection's writer, with bounds and a policy.
+
+    Args:
+        max_frames: ``MAX_QUEUE_SIZE``: live events queued before the policy acts.
+        max_bytes: ``MAX_QUEUE_BYTES``: bytes of live events queued before the
+            policy acts; 0 for no byte bound. The byte bound acts only when more
+            than one event would be queued: one event always fits, however large.
+        policy: What to do when a bound would be exceeded.
+        dropped_notice: Builds the wire frame telling the client how many
+            events were dropped (``messages_dropped``).
+
+    Attributes:
+        queue: The entries, oldest first. The session reads its truth value on
+            the hot path (empty: write directly), so it is public.
+        partial: The oldest entry is the unwritten rest of a partly written
+            frame: nothing may go in front of it and nothing may remove it.
+        dropped_pending: Events dropped since the last :meth:`take`.
+    """
+
+    __slots__ = (
+        "_bytes",
+        "_dropped_notice",
+        "_events",
+        "_replayed",
+        "dropped_pending",
+        "max_bytes",
+        "max_frames",
+        "partial",
+        "policy",
+        "queue",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_frames: int,
+        max_bytes: int = 0,
+        policy: Policy,
+        dropped_notice: Callable[[int], bytes],
+    ) -> None:
+        self.max_frames = max_frames
+        self.max_bytes = max_bytes
+        self.policy = policy
+        self._dropped_notice = dropped_notice
+        self.queue: deque[bytes] = deque()
+        #: Live (droppable) events queued, and their bytes.
+        self._events = 0
+        self._bytes = 0
+        #: Replayed events queued (pinned, but events for the delivery counters).
+        self._replayed = 0
+        self.partial = False
+        self.dropped_pending = 0
+
+    def __len__(self) -> int:
+        return len(self.queue)
+
+    @property
+    def live_events(self) -> int:
+        """Live events queued: what the bounds count."""
+        return self._events
+
+    @property
+    def live_bytes(self) -> int:
+        return self._bytes
+
+    # ------------------------------------------------------------------ input
+
+    def enqueue(self, frames: list[bytes], nbytes: int) -> int:
+        """Queue live event frames (``nbytes`` long together). Never blocks.
+
+        Returns the verdict: the number of events dropped to make room (0 when
+        everything fit), or :data:`DISCONNECT`.
+        """
+        events = self._events + len(frames)
+        if events > self.max_frames or (
+            self.max_bytes and self._bytes + nbytes > self.max_bytes and events > 1
+        ):
+            return self.policy.overflow(self, frames, nbytes)
+        self.queue.extend(frames)
+        self._events = events
+        self._bytes += nbytes
+        return 0
+
+    def put(self, entries: list[Pinned]) -> None:
+        """Queue control frames: never dropped, not counted against the bounds."""
+        self.queue.extend(entries)
+
+    def replay(self, frames: list[bytes]) -> None:
+        """Queue replayed events: never dropped, not counted against the bounds."""
+        self.queue.extend(Pinned(frame) for frame in frames)
+        self._replayed += len(frames)
+
+    def put_rest(self, data: bytes) -> None:
+        """Queue the unwritten rest of a frame written directly to an empty outbox."""
+        assert not self.queue
+        self.queue.append(Pinned(data))
+        self.partial = True
+
+    # ------------------------------------------------- used by the policies
+
+    def push(self, frames: list[bytes], nbytes: int) -> None:
+        """Queue live events without checking the bounds (a policy then restores them)."""
+        self.queue.extend(frames)
+        self._events += len(frames)
+        self._bytes += nbytes
+
+    def over_bounds(self) -> bool:
+        """Whether the live events exceed a bound (the byte bound only counts
+        while more than one live event is queued)."""
+        return self._events > self.max_frames or bool(
+            self.max_bytes and self._events > 1 and self._bytes > self.max_bytes
+        )
+
+    def drop_oldest_event(self) -> bool:
+        """Remove the oldest live event; False if there is none."""
+        if not self._events:
+            return False
+        queue = self.queue
+        if type(queue[0]) is bytes:
+            frame = queue.popleft()
+        else:
+            # Pinned entries are oldest: remove the oldest event behind them.
+            for index, entry in enumerate(queue):  # pragma: no branch
+                if type(entry) is bytes:
+                    frame = entry
+                    del queue[index]
+                    break
+        self._events -= 1
+        self._bytes -= len(frame)
+        return True
+
+    # ----------------------------------------------------------------- output
+
+    def take(self) -> deque[bytes]:
+        """Everything queued, oldest first, leaving the outbox empty.
+
+        When events were dropped since the last take, a ``messages_dropped``
+        notice comes first (after the rest of a partly written frame).
+        """
+        batch = self.queue
+        self.queue = deque()
+        if self.dropped_pending:
+            batch.insert(1 if self.partial else 0, self._dropped_notice(self.dropped_pending))
+            self.dropped_pending = 0
+        self.partial = False
+        self._events = self._bytes = self._replayed = 0
+        return batch
+
+    def discard(self) -> int:
+        """Forget everything queued except the rest of a partly written frame
+        (the connection is closing and its peer is not reading).
+
+        Returns how many events (live and replayed) were discarded.
+        """
+        head = self.queue[0] if self.partial else None
+        discarded = self._events + self._replayed
+        self.queue.clear()
+        if head is not None:
+            self.queue.append(head)
+        self._events = self._bytes = self._replayed = 0
+        self.dropped_pending = 0
+        return discarded

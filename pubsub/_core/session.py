@@ -1,0 +1,331 @@
+"""One session per connection: its subscriptions, outbox, writer hand-off and lifecycle.
+
+Topic actors push event frames with :meth:`Session.deliver` (never blocking);
+the connection's writer takes everything queued at once with
+:meth:`Session.next_batch`. What a full outbox does is the :class:`Outbox`'s
+policy; the session carries out its verdict (count drops, or close with
+``SLOW_CONSUMER``).
+
+While the writer is parked on an empty outbox, frames are written at once
+through the transport's non-blocking ``write_now`` hook instead of waking the
+writer: one system call instead of a task switch per subscriber.
+
+Control frames (acks, errors, pongs, infos) are never dropped: a client
+waiting for an ack must get it. They are bounded by the reader, which waits
+for room (:meth:`Session.wait_for_room`) before it handles the next request.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
+
+import trio
+
+from .._protocol.errors import (
+    CLOSE_ABNORMAL,
+    CLOSE_GOING_AWAY,
+    ErrorCode,
+    PubSubError,
+    SlowConsumer,
+)
+from .._protocol.frames import RequestId, error_frame, info_frame
+from .._protocol.timestamps import now_ms
+from .counters import Counters
+from .outbox import DISCONNECT, Outbox, Pinned, Policy
+
+if TYPE_CHECKING:
+    from .topic import TopicActor
+
+#: Wraps an encoded JSON frame for the wire (the WebSocket transport prepends
+#: the frame header); applied once per frame.
+Framer = Callable[[bytes], bytes]
+
+
+class CloseReason:
+    """Why a session ends: the WebSocket close code, a short reason (sent in the
+    close frame) and the error code, if an error."""
+
+    __slots__ = ("code", "error", "reason")
+
+    def __init__(self, code: int, reason: str, error: ErrorCode | None = None) -> None:
+        self.code = code
+        self.reason = reason
+        self.error = error
+
+    def __repr__(self) -> str:
+        return f"CloseReason({self.code}, {self.reason!r}, {self.error})"
+
+
+_ids: Final = itertools.count(1)
+_id_prefix: Final = os.urandom(2).hex()
+
+
+def new_connection_id() -> str:
+    """A connection id unique within this process: ``c-<random>-<counter>``."""
+    return f"c-{_id_prefix}{next(_ids):x}"
+
+
+class Session:
+    """The node's view of one connection.
+
+    Attributes:
+        connection_id: Server-assigned id, sent in the welcome ``info`` frame.
+        client_id: The ``client_id`` of the client's latest frame (a label).
+        topics: The topics this connection is subscribed to, by name.
+        close_reason: Set once the session is ending; the writer then sends
+            what is queued and closes the connection with ``close_reason.code``.
+        received_at: ``perf_counter()`` of the transport's latest read (or the
+            session's opening): the keepalive closes sessions silent too long.
+        idle_timeout: Whether ``CONNECTION_TIMEOUT`` applies (a transport that
+            cannot see the client's pongs turns it off).
+        published / delivered / dropped: This connection's counters (see
+            :class:`~pubsub._core.counters.Counters`).
+        write_now: Set by a transport: a non-blocking write of wire bytes
+            returning how many were written (raising ``OSError`` when the peer
+            is gone); the second argument is when the data's oldest event was
+            received from its publisher (0.0: not an event), for latency sampling.
+        on_close: Set by a transport: called once when the session starts closing.
+    """
+
+    __slots__ = (
+        "_counters",
+        "_drained",
+        "_framer",
+        "_oldest_at",
+        "_waiter",
+        "batch_published_at",
+        "client_id",
+        "close_reason",
+        "connected_at",
+        "connection_id",
+        "delivered",
+        "dropped",
+        "idle_timeout",
+        "on_close",
+        "outbox",
+        "published",
+        "received",
+        "received_at",
+        "topics",
+        "write_now",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_queue_size: int,
+        max_queue_bytes: int = 0,
+        policy: Policy,
+        framer: Framer,
+        counters: Counters,
+        connection_id: str | None = None,
+    ) -> None:
+        self.connection_id = connection_id or new_connection_id()
+        self.client_id: str | None = None
+        self.topics: dict[str, TopicActor] = {}
+        self.close_reason: CloseReason | None = None
+        self.connected_at = now_ms()
+        self.received = 0
+        self.received_at = time.perf_counter()
+        self.idle_timeout = True
+        #: When the oldest event of the last batch was received from its publisher (0.0: unknown).
+        self.batch_published_at = 0.0
+        self._oldest_at = 0.0
+        self.published = 0
+        self.delivered = 0
+        self.dropped = 0
+        self._framer = framer
+        self._counters = counters
+        self.outbox = Outbox(
+            max_frames=max_queue_size,
+            max_bytes=max_queue_bytes,
+            policy=policy,
+            dropped_notice=lambda n: framer(info_frame("messages_dropped", dropped=n)),
+        )
+        self.on_close: Callable[[], None] | None = None
+        self._waiter: trio.lowlevel.Task | None = None
+        self.write_now: Callable[[bytes, float], int] | None = None
+        self._drained: trio.Event | None = None
+
+    def __repr__(self) -> str:
+        return f"<Session {self.connection_id} client_id={self.client_id!r}>"
+
+    @property
+    def is_open(self) -> bool:
+        return self.close_reason is None
+
+    @property
+    def queued(self) -> int:
+        """Entries waiting for the writer."""
+        return len(self.outbox.queue)
+
+    # ------------------------------------------------------------------ input
+
+    def deliver(self, frames: list[bytes], nbytes: int, published_at: float = 0.0) -> int:
+        """Queue live event frames (already framed, ``nbytes`` long together); never
+        blocks. Returns how many events the backpressure policy dropped.
+
+        This is the fan-out hot path: one call per subscriber per topic batch.
+        ``published_at`` is when the first of them reached the server (for the
+        latency histogram; 0.0 when unknown).
+        """
+        if self.close_reason is not None:
+            return 0
+        outbox = self.outbox
+        if not outbox.queue and self._waiter is not None and self.write_now is not None:
+            self._counters.delivered += len(frames)
+            self.delivered += len(frames)
+            self._write_direct(frames[0] if len(frames) == 1 else b"".join(frames), published_at)
+            return 0
+        if not self._oldest_at:
+            self._oldest_at = published_at
+        verdict = outbox.enqueue(frames, nbytes)
+        if verdict == DISCONNECT:
+            self._disconnect_slow()
+            return 0
+        accepted = len(frames) - verdict
+        self._counters.delivered += accepted
+        self.delivered += accepted
+        if verdict:
+            self.dropped += verdict
+            self._counters.dropped += verdict
+        if self._waiter is not None:
+            self._wake()
+        return verdict
+
+    def replay(self, frames: list[bytes]) -> None:
+        """Queue replayed events after a subscribe ack. Not subject to the queue
+        bounds, now or later: the client asked for exactly these."""
+        if self.close_reason is not None or not frames:
+            return
+        self._counters.delivered += len(frames)
+        self.delivered += len(frames)
+        if not self.outbox.queue and self._waiter is not None and self.write_now is not None:
+            self._write_direct(b"".join(frames), 0.0)
+            return
+        self.outbox.replay(frames)
+        self._wake()
+
+    def send(self, frame: bytes) -> None:
+        """Queue one control frame (unframed JSON); never dropped, never blocks."""
+        self.send_raw(self._framer(frame))
+
+    def send_many(self, frames: list[bytes]) -> None:
+        """Queue several control frames (unframed JSON); written together when idle."""
+        if self.close_reason is None:
+            framer = self._framer
+            self._put([Pinned(framer(frame)) for frame in frames])
+
+    def send_raw(self, data: bytes) -> None:
+        """Queue bytes that are already wire-ready (e.g. a WebSocket ping or pong)."""
+        if self.close_reason is None:
+            self._put([Pinned(data)])
+
+    def send_error(self, error: PubSubError, request_id: RequestId | None = None) -> None:
+        """Queue the ``error`` frame for ``error``, answering ``request_id``
+        (default: the error's own ``request_id``)."""
+        rid = error.request_id if request_id is None else request_id
+        self.send(error_frame(error.code, error.message, rid))
+
+    def _put(self, entries: list[Pinned]) -> None:
+        """Write ``entries`` at once if the writer is idle on an empty outbox, else queue them."""
+        if not self.outbox.queue and self._waiter is not None and self.write_now is not None:
+            self._write_direct(entries[0] if len(entries) == 1 else b"".join(entries), 0.0)
+            return
+        self.outbox.put(entries)
+        self._wake()
+
+    def _write_direct(self, data: bytes, published_at: float) -> None:
+        """Write while the writer is idle; whatever does not fit goes to the writer."""
+        assert self.write_now is not None
+        try:
+            written = self.write_now(data, published_at)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            self.close(CloseReason(CLOSE_ABNORMAL, "connection lost"))
+            return
+        if written < len(data):
+            # Part of a frame may be on the wire already: the rest must never be
+            # dropped and nothing may be written before it.
+            self.outbox.put_rest(data[written:])
+            self._oldest_at = self._oldest_at or published_at
+            self._wake()
+
+    # -------------------------------------------------------------- lifecycle
+
+    def close(self, reason: CloseReason) -> None:
+        """End the session: the writer sends what is queued, then closes with ``reason``."""
+        if self.close_reason is None:
+            self.close_reason = reason
+            self._wake()
+            if self.on_close is not None:
+                self.on_close()
+            if self._drained is not None:
+                self._drained.set()
+                self._drained = None
+
+    def fail(self, error: PubSubError) -> None:
+        """Send the error frame for ``error`` and end the session with its close code."""
+        if self.close_reason is not None:
+            return
+        self.send_error(error)
+        code = error.code
+        self.close(CloseReason(code.ws_close or CLOSE_GOING_AWAY, code.value, code))
+
+    def _disconnect_slow(self) -> None:
+        """The ``disconnect`` verdict: what is queued would only delay the close."""
+        self._counters.slow_consumer_disconnects += 1
+        discarded = self.outbox.discard()
+        self.delivered -= discarded
+        self._counters.delivered -= discarded
+        limit = self.outbox.max_frames
+        self.fail(
+            SlowConsumer(f"outbox full ({limit} frames): the connection is not reading fast enough")
+        )
+
+    # ----------------------------------------------------------------- output
+
+    async def next_batch(self) -> deque[bytes]:
+        """Wait for frames and take all of them, oldest first (a
+        ``messages_dropped`` notice first when events were dropped). Returns an
+        empty batch once the session is closing and everything queued was taken.
+        """
+        outbox = self.outbox
+        if outbox.queue or self.close_reason is not None:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        while not outbox.queue and self.close_reason is None:
+            # Parking is itself a checkpoint.
+            self._waiter = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort_wait)
+        batch = outbox.take()
+        self.batch_published_at = self._oldest_at
+        self._oldest_at = 0.0
+        if self._drained is not None:
+            self._drained.set()
+            self._drained = None
+        return batch
+
+    async def wait_for_room(self) -> None:
+        """Wait while the outbox holds ``MAX_QUEUE_SIZE`` entries or more (the
+        reader calls this before each request, which bounds control frames)."""
+        while len(self.outbox.queue) >= self.outbox.max_frames and self.close_reason is None:
+            if self._drained is None:
+                self._drained = trio.Event()
+            await self._drained.wait()
+        await trio.lowlevel.checkpoint_if_cancelled()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            trio.lowlevel.reschedule(waiter)
+
+    def _abort_wait(self, _: object) -> trio.lowlevel.Abort:
+        self._waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED

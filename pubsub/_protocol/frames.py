@@ -1,0 +1,215 @@
+"""The wire contract as data: frames, their decoding and encoding.
+
+Sans-IO: no trio, no sockets. One decoder and one encoder per direction are
+built once and reused. Client payloads stay ``msgspec.Raw`` from decode to
+encode, so the bytes a publisher sent are the bytes every subscriber gets.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+
+from .errors import ErrorCode, ProtocolError
+from .timestamps import ts_now
+
+TOPIC_NAME_RULE: Final = "1-128 characters from A-Z a-z 0-9 . _ : -"
+_TOPIC_PATTERN: Final = r"^[A-Za-z0-9._:-]{1,128}\Z"  # \Z: "$" would accept a final newline
+_TOPIC_RE: Final = re.compile(_TOPIC_PATTERN)
+
+TopicName = Annotated[str, msgspec.Meta(pattern=_TOPIC_PATTERN)]
+MessageId = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+#: A request id is echoed exactly as sent: clients use strings, some use numbers.
+RequestId = str | int
+
+
+def is_valid_topic_name(name: object) -> bool:
+    """True when ``name`` is a string following the topic-name rule."""
+    return isinstance(name, str) and _TOPIC_RE.match(name) is not None
+
+
+def check_topic_name(name: object, request_id: RequestId | None = None) -> str:
+    """Return ``name`` if it is a valid topic name, else raise ``BAD_REQUEST``."""
+    if not is_valid_topic_name(name):
+        raise ProtocolError(
+            f"invalid topic name {name!r}: use {TOPIC_NAME_RULE}",
+            request_id,
+        )
+    assert isinstance(name, str)
+    return name
+
+
+# --------------------------------------------------------------------------
+# Client -> server frames.
+
+
+class Message(msgspec.Struct, frozen=True):
+    """A published message: the client's id and its payload, kept as raw JSON."""
+
+    id: MessageId
+    payload: msgspec.Raw
+
+
+class ClientFrame(msgspec.Struct, tag_field="type", frozen=True):
+    """Base of the frames a client sends; ``type`` is the tag."""
+
+
+class Subscribe(ClientFrame, tag="subscribe", frozen=True):
+    topic: TopicName
+    client_id: str
+    last_n: NonNegative = 0
+    request_id: RequestId | None = None
+    #: Resume (v1.1): replay everything after this offset if ``epoch`` matches.
+    since_offset: NonNegative | None = None
+    epoch: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.since_offset is not None and self.epoch is None:
+            raise ValueError("`since_offset` needs `epoch`")
+
+
+class Unsubscribe(ClientFrame, tag="unsubscribe", frozen=True):
+    topic: TopicName
+    client_id: str
+    request_id: RequestId | None = None
+
+
+class Publish(ClientFrame, tag="publish", frozen=True):
+    topic: TopicName
+    message: Message
+    client_id: str
+    request_id: RequestId | None = None
+
+
+class Ping(ClientFrame, tag="ping", frozen=True):
+    request_id: RequestId | None = None
+
+
+AnyClientFrame = Subscribe | Unsubscribe | Publish | Ping
+
+
+class _RequestIdProbe(msgspec.Struct):
+    """Reads only ``request_id`` so an error can echo it even when the rest is bad."""
+
+    request_id: Any = None
+
+
+_client_decoder: Final[msgspec.json.Decoder[AnyClientFrame]] = msgspec.json.Decoder(AnyClientFrame)
+_probe_decoder: Final = msgspec.json.Decoder(_RequestIdProbe)
+
+
+def _probe_request_id(data: str | bytes) -> RequestId | None:
+    try:
+        rid = _probe_decoder.decode(data).request_id
+    except (msgspec.DecodeError, ValueError):
+        return None
+    if isinstance(rid, str) or (isinstance(rid, int) and not isinstance(rid, bool)):
+        return rid
+    return None
+
+
+def decode_client_frame(data: str | bytes) -> AnyClientFrame:
+    """Decode one client text frame.
+
+    Raises:
+        ProtocolError: ``BAD_REQUEST`` for malformed JSON, an unknown or missing
+            ``type``, a missing or invalid field or a bad topic name; it carries
+            the frame's ``request_id`` when that could be read.
+    """
+    try:
+        if not isinstance(data, str):
+            data.decode()  # a raw payload must be valid UTF-8 too; str input already is
+        return _client_decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError(_describe(str(exc)), _probe_request_id(data)) from None
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"malformed JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise ProtocolError("frame is not valid UTF-8") from None
+
+
+def _describe(detail: str) -> str:
+    if "regex" in detail and "$.topic" in detail:
+        return f"invalid topic name: use {TOPIC_NAME_RULE} - at `$.topic`"
+    if detail.startswith("Invalid value") and "$.type" in detail:
+        return f"unknown frame type: {detail}"
+    return f"invalid frame: {detail}"
+
+
+# --------------------------------------------------------------------------
+# Server -> client frames. Field order is the order of PROTOCOL.md; fields
+# left at None are omitted.
+
+
+class ServerFrame(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True):
+    """Base of the frames the server sends; ``type`` is the tag."""
+
+
+class Ack(ServerFrame, tag="ack", kw_only=True):
+    request_id: RequestId | None = None
+    topic: str
+    status: Literal["ok"]
+    #: Publish: the message's offset. Subscribe: the topic's last offset.
+    offset: int | None = None
+    #: Subscribe (v1.1): the topic's epoch and whether ``since_offset`` was honoured.
+    epoch: str | None = None
+    recovered: bool | None = None
+    ts: str
+
+
+class Event(ServerFrame, tag="event", kw_only=True):
+    topic: str
+    message: Message
+    offset: int
+    ts: str
+
+
+class Pong(ServerFrame, tag="pong", kw_only=True):
+    request_id: RequestId | None = None
+    ts: str
+
+
+class Info(ServerFrame, tag="info", kw_only=True):
+    topic: str | None = None
+    msg: str
+    connection_id: str | None = None
+    dropped: int | None = None
+    ts: str
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    code: str
+    message: str
+
+
+class Error(ServerFrame, tag="error", kw_only=True):
+    request_id: RequestId | None = None
+    error: ErrorBody
+    ts: str
+
+
+AnyServerFrame = Ack | Event | Pong | Info | Error
+
+_encoder: Final = msgspec.json.Encoder()
+_server_decoder: Final[msgspec.json.Decoder[AnyServerFrame]] = msgspec.json.Decoder(AnyServerFrame)
+
+encode: Final = _encoder.encode
+"""Encode a frame (or any msgspec-encodable value) to JSON bytes."""
+
+
+def decode_server_frame(data: str | bytes) -> AnyServerFrame:
+    """Decode one server frame (for clients). Raises ``msgspec`` errors on bad input."""
+    return _server_decoder.decode(data)
+
+
+def error_frame(code: ErrorCode, message: str, request_id: RequestId | None = None) -> bytes:
+    """The encoded ``error`` frame for ``code``."""
+    return encode(Error(request_id=request_id, error=ErrorBody(code.value, message), ts=ts_now()))
+
+
+def info_frame(msg: str, **fields: Any) -> bytes:
+    """The encoded ``info`` frame with ``msg`` and optional contract fields."""
+    return encode(Info(msg=msg, ts=ts_now(), **fields))

@@ -1,0 +1,122 @@
+"""Prometheus metrics: counters and gauges read from a stats snapshot at scrape
+time, so the hot path pays nothing for them, plus one histogram of
+publish-to-write latency fed by a sampler."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .._core.counters import Counters, Stats
+
+#: Seconds from the reader receiving a publish to the writer handing its event
+#: to a subscriber's socket.
+LATENCY_BUCKETS: Final = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+)
+#: One write in this many is observed (the first one always).
+LATENCY_SAMPLE: Final = 16
+
+
+class LatencySampler:
+    """Observes one event write in ``every`` across the whole node (the first one
+    always), so a quiet node still records latencies and a busy one pays little."""
+
+    __slots__ = ("_countdown", "_every", "_histogram")
+
+    def __init__(self, histogram: Histogram, every: int = LATENCY_SAMPLE) -> None:
+        self._histogram = histogram
+        self._every = every
+        self._countdown = 1
+
+    def written(self, published_at: float) -> None:
+        """Events whose oldest was received at ``published_at`` (``perf_counter()``)
+        were just written to a subscriber's socket."""
+        self._countdown -= 1
+        if self._countdown <= 0:
+            self._countdown = self._every
+            self._histogram.observe(time.perf_counter() - published_at)
+
+
+class _StatsCollector(Collector):
+    """Reports the snapshot it was last given (the route takes one per scrape)."""
+
+    def __init__(self, counters: Counters) -> None:
+        self.counters = counters
+        self.stats: Stats | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.stats
+        if stats is None:
+            return
+        delivery = stats.delivery
+        yield GaugeMetricFamily(
+            "pubsub_connections", "Open WebSocket connections", value=stats.websocket.total_clients
+        )
+        yield GaugeMetricFamily("pubsub_topics", "Topics", value=stats.total_topics)
+        yield GaugeMetricFamily(
+            "pubsub_subscribers", "Subscriptions over all topics", value=stats.total_subscribers
+        )
+        yield CounterMetricFamily(
+            "pubsub_connections_opened",
+            "WebSocket connections ever opened",
+            value=stats.websocket.connection_counter,
+        )
+        yield CounterMetricFamily(
+            "pubsub_messages_published",
+            "Messages published through this node",
+            value=self.counters.published,
+        )
+        yield CounterMetricFamily(
+            "pubsub_messages_delivered",
+            "Event frames handed to connections and not dropped or discarded",
+            value=delivery.delivered,
+        )
+        yield CounterMetricFamily(
+            "pubsub_messages_dropped",
+            "Event frames dropped from full outboxes (drop_oldest)",
+            value=delivery.dropped,
+        )
+        yield CounterMetricFamily(
+            "pubsub_slow_consumer_disconnects",
+            "Connections closed with SLOW_CONSUMER (disconnect policy)",
+            value=delivery.slow_consumer_disconnects,
+        )
+
+
+class Metrics:
+    """The node's Prometheus registry (``counters``: the node's)."""
+
+    def __init__(self, counters: Counters) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._collector = _StatsCollector(counters)
+        self.registry.register(self._collector)
+        self.latency = Histogram(
+            "pubsub_publish_to_write_seconds",
+            "Publish received to event written to the subscriber's socket (sampled)",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.sampler = LatencySampler(self.latency)
+
+    def exposition(self, stats: Stats) -> bytes:
+        """The Prometheus text exposition of every metric, counters from ``stats``."""
+        self._collector.stats = stats
+        return generate_latest(self.registry)

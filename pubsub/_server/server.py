@@ -1,0 +1,259 @@
+"""Composition root: one listener, a dispatcher, the node and its engine, REST
+and shutdown.
+
+Each accepted connection's request head is read once. A request for ``/ws``
+goes to the WebSocket fast path (:mod:`pubsub._server.transport`); every other
+connection goes, with the bytes already read put back in front, to
+hypercorn's own per-connection handler serving the quart-trio app, so HTTP
+keep-alive, errors and 404s stay hypercorn's job (and a ``/ws`` upgrade that
+comes later on such a connection is served through ASGI).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any, Final
+
+import trio
+from hypercorn.app_wrappers import ASGIWrapper
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+
+from .._core.engine import Engine
+from .._core.node import Node, open_node
+from .._core.session import CloseReason
+from .._engines.memory import MemoryEngine
+from .._protocol.errors import CLOSE_GOING_AWAY, ErrorCode, error_body
+from .._protocol.frames import info_frame
+from .._protocol.websocket import text_frame
+from .._settings import Settings
+from .asgi_ws import HYPERCORN_SIZE_FACTOR
+from .http import ServerState, create_app
+from .metrics import Metrics
+from .transport import run_keepalive, serve_websocket
+
+log = logging.getLogger("pubsub.server")
+
+#: The largest request head the dispatcher reads before handing the
+#: connection to hypercorn, which then answers an oversized head itself.
+MAX_HEAD: Final = 65536
+_UNAVAILABLE: Final = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    b"connection: close\r\ncontent-length: %d\r\n\r\n"
+)
+
+
+class _PrefixedStream(trio.abc.HalfCloseableStream):
+    """A socket stream that first returns bytes the dispatcher already read."""
+
+    def __init__(self, stream: trio.SocketStream, prefix: bytes) -> None:
+        self._stream = stream
+        self._prefix = prefix
+        self.socket = stream.socket
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._prefix:
+            if max_bytes is None or max_bytes >= len(self._prefix):
+                data, self._prefix = self._prefix, b""
+            else:
+                data, self._prefix = self._prefix[:max_bytes], self._prefix[max_bytes:]
+            await trio.lowlevel.checkpoint()
+            return data
+        return await self._stream.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+async def read_head(stream: trio.SocketStream) -> bytes | None:
+    """Read until the end of the HTTP request head (or ``MAX_HEAD`` bytes).
+
+    Returns everything read, possibly with bytes after the head, or None if
+    the peer closed first.
+    """
+    data = b""
+    while b"\r\n\r\n" not in data and len(data) < MAX_HEAD:
+        chunk = await stream.receive_some(MAX_HEAD)
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def is_websocket_request(head: bytes) -> bool:
+    """True when the request line targets ``/ws`` (with or without a query)."""
+    line = head.split(b"\r\n", 1)[0]
+    parts = line.split(b" ")
+    return len(parts) == 3 and parts[1].split(b"?", 1)[0] == b"/ws"
+
+
+def make_engine(settings: Settings) -> Engine:
+    """The engine ``settings`` ask for."""
+    return MemoryEngine(
+        max_topics=settings.max_topics, max_messages=settings.max_messages_per_topic
+    )
+
+
+class Server:
+    """The broker on one TCP port. Use :func:`open_server`, or ``nursery.start(server.serve)``.
+
+    Args:
+        settings: Every setting.
+        engine: What is cluster-wide; by default the engine ``settings`` name.
+
+    Attributes:
+        port: The port actually bound (after ``serve`` has started).
+        node: This process's node (after ``serve`` has started).
+    """
+
+    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+        self.settings = settings
+        self.engine = engine or make_engine(settings)
+        self.port = 0
+        self.state = ServerState()
+        self._node: Node | None = None
+        self._shutdown = trio.Event()
+
+    @property
+    def node(self) -> Node:
+        assert self._node is not None, "the server is not running"
+        return self._node
+
+    def shutdown(self) -> None:
+        """Begin a graceful shutdown (what SIGTERM does)."""
+        self._shutdown.set()
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve until :meth:`shutdown`; ``task_status.started`` once the port is bound."""
+        settings = self.settings
+        async with open_node(settings, self.engine, framer=text_frame) as node:
+            self._node = node
+            metrics = Metrics(node.counters)
+            app = ASGIWrapper(create_app(node, self.state, metrics))
+            config = HypercornConfig()
+            config.keep_alive_timeout = max(settings.seconds("connection_timeout"), 5.0)
+            config.graceful_timeout = settings.seconds("shutdown_timeout")
+            config.websocket_ping_interval = settings.seconds("heartbeat_interval")
+            config.websocket_max_message_size = HYPERCORN_SIZE_FACTOR * settings.max_message_size
+            config.accesslog = None
+            config.errorlog = logging.getLogger("pubsub.http")
+            context = WorkerContext(None)
+            lifespan_state: dict[str, Any] = {}
+            lifespan = Lifespan(app, config, lifespan_state)
+            async with trio.open_nursery() as lifespan_nursery:
+                await lifespan_nursery.start(lifespan.handle_lifespan)
+                await lifespan.wait_for_startup()
+                handler = partial(
+                    self._handle_connection, node, metrics, app, config, context, lifespan_state
+                )
+                await self._run(node, handler, context, task_status)
+                await lifespan.wait_for_shutdown()
+                lifespan_nursery.cancel_scope.cancel()
+        log.info("stopped")
+
+    async def _run(
+        self,
+        node: Node,
+        handler: Any,
+        context: WorkerContext,
+        task_status: trio.TaskStatus[Server],
+    ) -> None:
+        settings = self.settings
+        listeners = await trio.open_tcp_listeners(settings.port, host=settings.host)
+        self.port = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as connections:
+            async with trio.open_nursery() as services:
+                await services.start(
+                    partial(trio.serve_listeners, handler, listeners, handler_nursery=connections)
+                )
+                services.start_soon(run_keepalive, node)
+                log.info(
+                    "listening on http://%s:%d (WebSocket ws://%s:%d/ws)",
+                    settings.host,
+                    self.port,
+                    settings.host,
+                    self.port,
+                )
+                gc.collect()
+                gc.freeze()  # start-up objects never need scanning again
+                task_status.started(self)
+                await self._shutdown.wait()
+                await self._drain(node, context)
+                services.cancel_scope.cancel()
+            connections.cancel_scope.cancel()
+
+    async def _drain(self, node: Node, context: WorkerContext) -> None:
+        """Refuse new WebSockets, tell every client, flush for at most SHUTDOWN_TIMEOUT."""
+        log.info("shutting down: draining %d connections", len(node.sessions()))
+        self.state.draining = True
+        notice = info_frame("shutting_down")
+        for session in node.sessions():
+            session.send(notice)
+            session.close(CloseReason(CLOSE_GOING_AWAY, "server shutting down"))
+        await context.terminated.set()
+        with trio.move_on_after(self.settings.seconds("shutdown_timeout")):
+            await node.wait_sessions_closed()
+
+    async def _handle_connection(
+        self,
+        node: Node,
+        metrics: Metrics,
+        app: ASGIWrapper,
+        config: HypercornConfig,
+        context: WorkerContext,
+        lifespan_state: dict[str, Any],
+        stream: trio.SocketStream,
+    ) -> None:
+        try:
+            head = None
+            with trio.move_on_after(self.settings.seconds("handshake_timeout")):
+                head = await read_head(stream)
+            if head is None:
+                return  # closed, or no complete request head in HANDSHAKE_TIMEOUT
+            if not is_websocket_request(head):
+                stream_with_head = _PrefixedStream(stream, head)
+                # hypercorn annotates SSLStream but serves plain streams (no do_handshake).
+                await TCPServer(app, config, context, lifespan_state, stream_with_head)  # type: ignore[arg-type]
+            elif self.state.draining:
+                body = error_body(ErrorCode.INTERNAL, "server shutting down")
+                await stream.send_all(_UNAVAILABLE % len(body) + body)
+            else:
+                await serve_websocket(stream, head, node, metrics.sampler.written)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        except Exception:
+            log.exception("connection handler failed")
+        finally:
+            await stream.aclose()
+
+
+@asynccontextmanager
+async def open_server(settings: Settings | None = None) -> AsyncIterator[Server]:
+    """Run a server for the duration of the block (tests, embedding).
+
+    ``Settings(port=0)`` picks a free port; read it from ``server.port``.
+    """
+    server = Server(settings or Settings(port=0))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        try:
+            yield server
+        finally:
+            server.shutdown()

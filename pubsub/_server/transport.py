@@ -1,0 +1,283 @@
+"""The ``/ws`` fast path: a thin I/O loop around the sans-IO WebSocket rules.
+
+The reader task feeds the socket's bytes to
+:class:`~pubsub._protocol.websocket.MessageReader` and hands each message it
+returns to the node; the writer task takes everything the session has queued
+and writes it at once. Event frames arrive already framed (built once per
+message in the topic actor; server frames are unmasked, so the same bytes
+serve every subscriber).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Final
+
+import trio
+
+from .._core.node import Node
+from .._core.session import CloseReason, Session
+from .._protocol.errors import (
+    CLOSE_ABNORMAL,
+    CLOSE_GOING_AWAY,
+    CLOSE_TRY_AGAIN_LATER,
+    ErrorCode,
+    InternalError,
+    PubSubError,
+)
+from .._protocol.frames import decode_client_frame, error_frame, info_frame
+from .._protocol.timestamps import now_ms
+from .._protocol.websocket import (
+    PING_FRAME,
+    Closed,
+    Handshake,
+    MessageReader,
+    Refused,
+    Reply,
+    Text,
+    text_frame,
+)
+from .auth import allowed
+
+log = logging.getLogger("pubsub.transport")
+
+RECEIVE_SIZE: Final = 65536
+
+#: Called after each write that carried events, with the ``perf_counter()`` time
+#: the oldest of them was received from its publisher (see ``LatencySampler``).
+LatencyObserver = Callable[[float], object]
+
+
+async def serve_websocket(
+    stream: trio.SocketStream,
+    head: bytes,
+    node: Node,
+    observe_latency: LatencyObserver | None = None,
+) -> None:
+    """Run one ``/ws`` connection whose request head (``head``) was already read.
+
+    Performs the handshake (auth, ``MAX_CONNECTIONS``), then serves the
+    connection until either side closes it. Never raises for network errors.
+    """
+    settings = node.settings
+    handshake = Handshake(head)
+    if handshake.request is None:
+        await stream.send_all(handshake.refusal)
+        return
+    header, query = handshake.header(b"x-api-key"), handshake.query("api_key")
+    if not allowed(settings.api_key, header, query):
+        await stream.send_all(
+            handshake.reject(401, ErrorCode.UNAUTHORIZED, "missing or wrong API key")
+        )
+        return
+    accept, connection = handshake.accept()
+    del handshake
+    reader = MessageReader(connection, settings.max_message_size)
+    try:
+        session = node.open_session()
+    except PubSubError as exc:
+        # Accept, say why, and close with 1013 so the client knows to retry later.
+        await stream.send_all(
+            accept
+            + text_frame(error_frame(exc.code, exc.message))
+            + reader.close(CLOSE_TRY_AGAIN_LATER, exc.code.value)
+        )
+        return
+    try:
+        welcome = info_frame("connected", connection_id=session.connection_id)
+        await stream.send_all(accept + text_frame(welcome))
+        await Connection(stream, reader, session, node, observe_latency).run()
+    finally:
+        node.close_session(session)
+        log.debug(
+            "%s (client_id %r) closed after %.1f s: %s; received %d, published %d, "
+            "delivered %d, dropped %d",
+            session.connection_id,
+            session.client_id,
+            (now_ms() - session.connected_at) / 1000,
+            session.close_reason,
+            session.received,
+            session.published,
+            session.delivered,
+            session.dropped,
+        )
+
+
+async def handle_text(node: Node, session: Session, text: str, received_at: float) -> None:
+    """Decode one client message and carry it out; every failure becomes an error
+    frame (an unexpected one closes the connection with ``INTERNAL``/1011)."""
+    try:
+        frame = decode_client_frame(text)
+    except PubSubError as exc:
+        session.send_error(exc)
+        return
+    await session.wait_for_room()
+    try:
+        await node.handle(session, frame, received_at)
+    except PubSubError as exc:
+        session.send_error(exc, getattr(frame, "request_id", None))
+    except Exception:
+        log.exception("request failed on %s", session.connection_id)
+        session.fail(InternalError("internal error", getattr(frame, "request_id", None)))
+
+
+class Connection:
+    """An accepted WebSocket connection: a reader and a writer around one session."""
+
+    def __init__(
+        self,
+        stream: trio.SocketStream,
+        reader: MessageReader,
+        session: Session,
+        node: Node,
+        observe_latency: LatencyObserver | None = None,
+    ) -> None:
+        self.stream = stream
+        self.reader = reader
+        self.session = session
+        self.node = node
+        self._latency = observe_latency
+        self._peer_closed = trio.Event()
+        self._cancel = trio.CancelScope()
+        self._fd = stream.socket.fileno()
+        session.write_now = self._write_now
+        # A closing connection gets SHUTDOWN_TIMEOUT (at least CLOSE_TIMEOUT) to flush
+        # and close; a peer that stopped reading cannot keep it open longer.
+        settings = node.settings
+        grace = max(settings.seconds("close_timeout"), settings.seconds("shutdown_timeout"))
+        session.on_close = lambda: self._give_up_after(grace)
+
+    def _give_up_after(self, seconds: float) -> None:
+        self._cancel.deadline = min(self._cancel.deadline, trio.current_time() + seconds)
+
+    def _write_now(self, data: bytes, published_at: float) -> int:
+        """Non-blocking write for the session while the writer is idle."""
+        written = os.write(self._fd, data)
+        if published_at and self._latency is not None:
+            self._latency(published_at)
+        return written
+
+    async def _receive(self) -> bytes:
+        """The next bytes from the peer, b"" once it is gone.
+
+        Like ``receive_some`` but with one scheduler round trip instead of two
+        when the peer is quiet (trio yields again after every successful recv):
+        a read that has to wait yields in ``wait_readable``; one that succeeds
+        at once yields explicitly, so a flooding peer cannot starve the others.
+        """
+        try:
+            data = os.read(self._fd, RECEIVE_SIZE)
+        except BlockingIOError:
+            pass
+        except OSError:
+            return b""
+        else:
+            await trio.lowlevel.checkpoint()
+            return data
+        while True:
+            await trio.lowlevel.wait_readable(self.stream.socket)
+            try:
+                return os.read(self._fd, RECEIVE_SIZE)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return b""
+
+    async def run(self) -> None:
+        with self._cancel:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write)
+                await self._read()
+
+    async def _read(self) -> None:
+        session = self.session
+        reader = self.reader
+        while True:
+            # No timeout here: the keepalive closes connections that stay silent.
+            data = await self._receive()
+            if not data:
+                self._abort()  # peer vanished without a close frame
+                return
+            received_at = session.received_at = time.perf_counter()
+            for event in reader.receive_data(data):
+                if type(event) is Text:
+                    if session.is_open:
+                        await handle_text(self.node, session, event.text, received_at)
+                elif type(event) is Refused:
+                    if event.error.code.ws_close is not None:
+                        session.fail(event.error)
+                    else:
+                        session.send_error(event.error)
+                elif type(event) is Reply:
+                    session.send_raw(event.data)
+                elif type(event) is Closed:
+                    # The peer's close (or our close's reply, or a framing error
+                    # wsproto turned into a close with 1002/1007): answer and stop.
+                    session.close(CloseReason(event.code, event.reason))
+                    self._peer_closed.set()
+                    return
+
+    async def _write(self) -> None:
+        session = self.session
+        stream = self.stream
+        fd = self._fd
+        latency = self._latency
+        try:
+            while True:
+                batch = await session.next_batch()
+                if not batch:
+                    break
+                data = batch[0] if len(batch) == 1 else b"".join(batch)
+                # Try the socket directly first: trio's send_all would add a
+                # scheduler round trip even when the kernel takes it all at once.
+                try:
+                    written = os.write(fd, data)
+                except BlockingIOError:
+                    written = 0
+                if written < len(data):
+                    await stream.send_all(memoryview(data)[written:])
+                if latency is not None and session.batch_published_at:
+                    latency(session.batch_published_at)
+            reason = session.close_reason
+            assert reason is not None
+            close = self.reader.close(reason.code, reason.reason)
+            if close:
+                await stream.send_all(close)
+            with trio.move_on_after(self.node.settings.seconds("close_timeout")):
+                await self._peer_closed.wait()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        self._abort()
+
+    def _abort(self) -> None:
+        self.session.write_now = None
+        if self.session.is_open:
+            self.session.close(CloseReason(CLOSE_ABNORMAL, "connection lost"))
+        self._cancel.cancel()
+
+
+async def run_keepalive(node: Node) -> None:
+    """One task for every connection: a WebSocket ping and an ``info``/``ping`` frame
+    every ``HEARTBEAT_INTERVAL`` (the frame built once), and close with 1001
+    ``CONNECTION_TIMEOUT`` whoever sent nothing for ``CONNECTION_TIMEOUT``."""
+    settings = node.settings
+    interval = settings.seconds("heartbeat_interval")
+    timeout = settings.seconds("connection_timeout")
+    # Check often enough that a timeout is late by at most a quarter of itself.
+    tick = min(interval, timeout) / 4
+    next_beat = trio.current_time() + interval
+    while True:
+        await trio.sleep(tick)
+        now = time.perf_counter()
+        for session in node.sessions():
+            if session.idle_timeout and session.is_open and now - session.received_at > timeout:
+                # Close politely; the writer waits a little for the peer's reply.
+                session.close(CloseReason(CLOSE_GOING_AWAY, "CONNECTION_TIMEOUT"))
+        if trio.current_time() >= next_beat:
+            next_beat += interval
+            beat = PING_FRAME + text_frame(info_frame("ping"))
+            for session in node.sessions():
+                session.send_raw(beat)

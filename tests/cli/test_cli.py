@@ -1,0 +1,106 @@
+"""The client commands end to end through the console script, against a real server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+from support import base_url, running
+
+from pubsub import Server
+
+SCRIPT = str(Path(sys.executable).with_name("trio-pubsub"))
+
+
+async def cli(
+    server: Server | None, *args: str, stdin: bytes = b"", url: str | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    target = url or (base_url(server) if server else "")
+    with trio.fail_after(60):
+        return await trio.run_process(
+            [SCRIPT, *args, "--url", target],
+            stdin=stdin,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+
+
+async def test_topics_commands() -> None:
+    async with running() as server:
+        created = await cli(server, "topics", "create", "orders")
+        assert (created.returncode, created.stdout) == (0, b"created orders\n")
+        again = await cli(server, "topics", "create", "orders")
+        assert again.returncode == 1
+        assert b"TOPIC_EXISTS" in again.stderr
+        listed = await cli(server, "topics", "list")
+        assert listed.returncode == 0
+        header, row = listed.stdout.decode().splitlines()
+        assert header.split() == ["NAME", "SUBSCRIBERS", "MESSAGES", "CREATED"]
+        assert row.split()[:3] == ["orders", "0", "0"]
+        shown = await cli(server, "topics", "show", "orders")
+        assert b"epoch:" in shown.stdout and b"stored:" in shown.stdout
+        missing = await cli(server, "topics", "show", "nope")
+        assert missing.returncode == 1
+        assert b"TOPIC_NOT_FOUND" in missing.stderr
+        deleted = await cli(server, "topics", "delete", "orders")
+        assert (deleted.returncode, deleted.stdout) == (0, b"deleted orders\n")
+
+
+async def test_pub_from_stdin_then_sub_prints_line_delimited_json() -> None:
+    async with running() as server:
+        await server.node.create_topic("t")
+        lines = b'{"a": 1}\n\n[1, 2]\n"three"\n'
+        published = await cli(server, "pub", "t", "--verbose", stdin=lines)
+        assert published.returncode == 0, published.stderr
+        acks = published.stdout.decode().splitlines()
+        assert [line.split()[2] for line in acks] == ["offset=1", "offset=2", "offset=3"]
+        single = await cli(server, "pub", "t", '{"n": 4}', "--id", "m4")
+        assert (single.returncode, single.stdout) == (0, b"")
+
+        got = await cli(server, "sub", "t", "--last-n", "4", "--count", "4", "--json")
+        assert got.returncode == 0, got.stderr
+        events = [json.loads(line) for line in got.stdout.splitlines()]
+        assert [e["payload"] for e in events] == [{"a": 1}, [1, 2], "three", {"n": 4}]
+        assert [e["offset"] for e in events] == [1, 2, 3, 4]
+        assert events[3]["id"] == "m4"
+
+        plain = await cli(server, "sub", "t", "--last-n", "1", "--count", "1")
+        assert plain.stdout == b't 4 {"n": 4}\n'
+
+
+async def test_stats_prints_a_table() -> None:
+    async with running() as server:
+        await server.node.create_topic("t")
+        shown = await cli(server, "stats")
+        assert shown.returncode == 0
+        text = shown.stdout.decode()
+        assert "topics" in text and "delivered" in text
+        assert any(line.split()[:1] == ["t"] for line in text.splitlines())
+
+
+async def test_errors_give_clear_messages_and_exit_codes() -> None:
+    async with running(api_key="k") as server:
+        await server.node.create_topic("t")
+        denied = await cli(server, "topics", "list")
+        assert denied.returncode == 1
+        assert b"UNAUTHORIZED" in denied.stderr
+        denied_ws = await cli(server, "pub", "t", "1")
+        assert denied_ws.returncode == 1
+        assert b"UNAUTHORIZED" in denied_ws.stderr
+        allowed = await cli(server, "pub", "t", "1", "--api-key", "k")
+        assert allowed.returncode == 0
+        missing = await cli(server, "pub", "nope", "1", "--api-key", "k")
+        assert missing.returncode == 1
+        assert b"TOPIC_NOT_FOUND" in missing.stderr
+        bad_json = await cli(server, "pub", "t", "{oops", "--api-key", "k")
+        assert bad_json.returncode == 2
+        assert b"not JSON" in bad_json.stderr
+        port = server.port
+    for command in (["stats"], ["sub", "t"], ["pub", "t", "1"]):
+        gone = await cli(None, *command, url=f"http://127.0.0.1:{port}")
+        assert gone.returncode == 3, command
+        assert b"127.0.0.1" in gone.stderr

@@ -1,0 +1,258 @@
+"""pubsub.client against a real server on 127.0.0.1."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+from support import create_topics, running
+
+from pubsub import (
+    BadRequest,
+    MessageTooLarge,
+    Server,
+    Settings,
+    TopicNotFound,
+    Unauthorized,
+    open_server,
+)
+from pubsub._core.session import CloseReason
+from pubsub.client import (
+    ConnectionLost,
+    Event,
+    Gap,
+    ServerUnreachable,
+    Subscription,
+    open_client,
+)
+
+
+def url(server: Server) -> str:
+    return f"ws://127.0.0.1:{server.port}/ws"
+
+
+async def take(sub: Subscription, n: int) -> list[Event | Gap]:
+    items: list[Event | Gap] = []
+    with trio.fail_after(10):
+        async for item in sub:
+            items.append(item)
+            if len(items) == n:
+                break
+    return items
+
+
+def drop_connection(server: Server, connection_id: str | None) -> None:
+    """Close one client's connection from the server side, as a failing proxy would."""
+    for session in server.node.sessions():
+        if session.connection_id == connection_id:
+            session.close(CloseReason(1012, "dropped by the test"))
+
+
+async def test_publish_subscribe_round_trip() -> None:
+    async with running() as server:
+        await create_topics(server, "orders")
+        async with open_client(url(server), client_id="me") as client:
+            await client.ping()  # the welcome frame came before the pong
+            assert client.connection_id is not None
+            assert client.connection_id.startswith("c-")
+            async with client.subscribe("orders") as sub:
+                ack = await client.publish("orders", {"amount": 99.99}, id="m1")
+                assert (ack.topic, ack.id, ack.offset) == ("orders", "m1", 1)
+                [event] = await take(sub, 1)
+                assert isinstance(event, Event)
+                assert (event.id, event.offset, event.payload) == ("m1", 1, {"amount": 99.99})
+            rtt = await client.ping()
+            assert rtt > 0
+
+
+async def test_several_subscriptions_share_one_connection() -> None:
+    async with running() as server:
+        await create_topics(server, "a", "b")
+        async with (
+            open_client(url(server)) as client,
+            client.subscribe("a") as sub_a,
+            client.subscribe("b") as sub_b,
+        ):
+            await client.publish("a", 1)
+            await client.publish("b", 2)
+            await client.publish("a", 3)
+            got_a = [e.payload for e in await take(sub_a, 2) if isinstance(e, Event)]
+            got_b = [e.payload for e in await take(sub_b, 1) if isinstance(e, Event)]
+            assert (got_a, got_b) == ([1, 3], [2])
+            assert len(server.node.sessions()) == 1
+            with pytest.raises(ValueError, match="already subscribed"):
+                async with client.subscribe("a"):
+                    pass
+
+
+async def test_last_n_replay_then_live_without_false_gap() -> None:
+    async with running() as server:
+        await create_topics(server, "t")
+        async with open_client(url(server)) as client:
+            for i in range(5):
+                await client.publish("t", i)
+            async with client.subscribe("t", last_n=2) as sub:
+                await client.publish("t", 5)
+                items = await take(sub, 3)
+                assert all(isinstance(e, Event) for e in items)
+                assert [e.offset for e in items if isinstance(e, Event)] == [4, 5, 6]
+
+
+async def test_errors_are_typed() -> None:
+    async with running(max_message_size=2000) as server:
+        await create_topics(server, "t")
+        async with open_client(url(server)) as client:
+            with pytest.raises(TopicNotFound) as missing:
+                await client.publish("nope", 1)
+            assert missing.value.code.value == "TOPIC_NOT_FOUND"
+            with pytest.raises(TopicNotFound):
+                async with client.subscribe("nope"):
+                    pass
+            with pytest.raises(BadRequest):
+                await client.publish("bad name", 1)
+            # The connection is still good after refusals.
+            assert (await client.publish("t", 1)).offset == 1
+        async with open_client(url(server), reconnect=False) as client:
+            with pytest.raises((MessageTooLarge, ConnectionLost)):
+                await client.publish("t", "x" * 5000)
+
+
+async def test_acks_match_requests_under_concurrent_publishes() -> None:
+    async with running() as server:
+        await create_topics(server, "t")
+        async with open_client(url(server)) as client:
+            results: dict[str, int] = {}
+
+            async def one(i: int) -> None:
+                ack = await client.publish("t", i, id=f"m{i}")
+                results[ack.id] = ack.offset
+
+            async with trio.open_nursery() as nursery:
+                for i in range(200):
+                    nursery.start_soon(one, i)
+            assert len(results) == 200
+            assert sorted(results.values()) == list(range(1, 201))
+            async with client.subscribe("t", last_n=100) as sub:
+                replay = [e for e in await take(sub, 100) if isinstance(e, Event)]
+            # Each ack's offset is the offset the server gave that very message.
+            assert all(results[e.id] == e.offset for e in replay)
+
+
+async def test_reconnect_resumes_without_loss_or_duplicate() -> None:
+    async with running() as server:
+        await create_topics(server, "t")
+        async with (
+            open_client(url(server), backoff_initial=0.01) as client,
+            open_client(url(server)) as publisher,
+            client.subscribe("t") as sub,
+        ):
+            for i in range(10):
+                await publisher.publish("t", i)
+            first = await take(sub, 10)
+            drop_connection(server, client.connection_id)
+            for i in range(10, 30):
+                await publisher.publish("t", i)
+            rest = await take(sub, 20)
+            items = first + rest
+            assert all(isinstance(e, Event) for e in items), items
+            assert [e.payload for e in items if isinstance(e, Event)] == list(range(30))
+            assert client.reconnects == 1
+
+
+async def test_resume_refused_when_ring_no_longer_holds_the_gap() -> None:
+    async with running(max_messages_per_topic=5) as server:
+        await create_topics(server, "t")
+        async with (
+            open_client(url(server), backoff_initial=0.01) as client,
+            open_client(url(server)) as publisher,
+            client.subscribe("t") as sub,
+        ):
+            await publisher.publish("t", 0)
+            await take(sub, 1)
+            drop_connection(server, client.connection_id)
+            for i in range(1, 21):
+                await publisher.publish("t", i)
+            gap, *_ = await take(sub, 1)
+            assert gap == Gap("t", 1, "not_recovered", 20)
+            await publisher.publish("t", "after")
+            items = await take(sub, 1)
+            assert isinstance(items[0], Event) and items[0].payload == "after"
+
+
+async def test_server_restart_gives_new_epoch_and_a_gap() -> None:
+    stopped = trio.Event()
+
+    async def first_server(task_status: trio.TaskStatus[Server]) -> None:
+        await Server(Settings(port=0)).serve(task_status=task_status)
+        stopped.set()
+
+    async with trio.open_nursery() as nursery:
+        server: Server = await nursery.start(first_server)
+        port = server.port
+        await create_topics(server, "t")
+        async with (
+            open_client(url(server), backoff_initial=0.01, backoff_max=0.05) as client,
+            client.subscribe("t") as sub,
+        ):
+            await client.publish("t", "before")
+            await take(sub, 1)
+            server.shutdown()
+            await stopped.wait()
+            async with open_server(Settings(port=port)) as second:
+                # Synchronously, before the client's reconnect can reach the broker.
+                await second.node.create_topic("t")
+                gap, *_ = await take(sub, 1)
+                assert isinstance(gap, Gap)
+                assert (gap.reason, gap.after_offset, gap.missed) == ("not_recovered", 1, None)
+                await client.publish("t", "after")
+                [event] = await take(sub, 1)
+                assert isinstance(event, Event)
+                assert (event.payload, event.offset) == ("after", 1)
+
+
+async def test_unreachable_and_unauthorized() -> None:
+    async with running(api_key="k") as server:
+        with pytest.raises(Unauthorized):
+            async with open_client(url(server)):
+                pass
+        async with open_client(url(server), api_key="k") as client:
+            assert await client.ping() > 0
+        port = server.port
+    with pytest.raises(ServerUnreachable):
+        async with open_client(f"ws://127.0.0.1:{port}/ws"):
+            pass
+
+
+async def test_slow_application_applies_backpressure_not_memory() -> None:
+    async with running(max_queue_size=10_000) as server:
+        await create_topics(server, "t")
+        async with (
+            open_client(url(server), buffer=4) as client,
+            open_client(url(server)) as publisher,
+            client.subscribe("t") as sub,
+        ):
+            for i in range(50):
+                await publisher.publish("t", i)
+            # The subscription holds at most its buffer; the rest waits upstream.
+            statistics: Any = sub._receive.statistics()
+            assert statistics.current_buffer_used <= 4
+            items = await take(sub, 50)
+            assert [e.payload for e in items if isinstance(e, Event)] == list(range(50))
+
+
+async def test_without_reconnect_a_lost_connection_ends_requests_and_subscriptions() -> None:
+    async with running() as server:
+        await create_topics(server, "t")
+        async with (
+            open_client(url(server), reconnect=False) as client,
+            client.subscribe("t") as sub,
+        ):
+            await client.publish("t", 1)
+            drop_connection(server, client.connection_id)
+            first = await take(sub, 1)
+            assert isinstance(first[0], Event)
+            with pytest.raises(ConnectionLost):
+                await take(sub, 1)
+            with pytest.raises(ConnectionLost):
+                await client.publish("t", 2)
