@@ -8,6 +8,7 @@ import msgspec
 import pytest
 
 from pubsub import Settings, SettingsError
+from pubsub._settings import FIELD_NAMES, describe
 
 #: PROTOCOL.md "Settings", as field name -> default.
 PROTOCOL_DEFAULTS: dict[str, Any] = {
@@ -174,3 +175,34 @@ def test_settings_are_immutable() -> None:
     settings = Settings()
     with pytest.raises(AttributeError):
         settings.port = 1  # type: ignore[misc]
+
+
+def test_extension_settings_have_their_defaults_and_load_from_env() -> None:
+    defaults = Settings()
+    assert (defaults.max_queue_bytes, defaults.close_timeout) == (0, 2_000)
+    loaded = Settings.from_env({"MAX_QUEUE_BYTES": "65536", "CLOSE_TIMEOUT": "500"})
+    assert (loaded.max_queue_bytes, loaded.close_timeout) == (65_536, 500)
+    with pytest.raises(SettingsError, match="MAX_QUEUE_BYTES"):
+        Settings.from_env({"MAX_QUEUE_BYTES": "-1"})
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "heartbeat_interval",
+        "connection_timeout",
+        "shutdown_timeout",
+        "handshake_timeout",
+        "close_timeout",
+    ],
+)
+def test_durations_are_milliseconds_and_seconds_converts_them(name: Any) -> None:
+    settings = Settings().replace(**{name: 1500})
+    assert settings.seconds(name) == 1.5
+
+
+def test_every_setting_describes_itself() -> None:
+    """``serve --help`` is generated from these descriptions: none may be missing."""
+    for name in FIELD_NAMES:
+        text = describe(name)
+        assert text and text == text.strip(), name

@@ -158,8 +158,8 @@ class TopicActor:
                 try:
                     while len(batch) < self._max_batch:
                         batch.append(receive.receive_nowait())
-                except trio.WouldBlock:
-                    pass
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    pass  # EndOfChannel: deleted or closed; this batch is the last
                 await self._process(batch)
 
     async def _process(self, batch: list[Command]) -> None:

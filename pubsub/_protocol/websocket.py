@@ -74,15 +74,17 @@ def iter_server_frames(data: bytes) -> Iterator[tuple[int, bytes]]:
     view = memoryview(data)
     position = 0
     while position < len(view):
+        if position + 2 > len(view):
+            raise ValueError("truncated WebSocket frame")
         opcode = view[position] & 0x0F
         length = view[position + 1] & 0x7F
         position += 2
-        if length == 126:
-            length = int.from_bytes(view[position : position + 2], "big")
-            position += 2
-        elif length == 127:
-            length = int.from_bytes(view[position : position + 8], "big")
-            position += 8
+        if length >= 126:
+            size = 2 if length == 126 else 8
+            if position + size > len(view):
+                raise ValueError("truncated WebSocket frame")
+            length = int.from_bytes(view[position : position + size], "big")
+            position += size
         if position + length > len(view):
             raise ValueError("truncated WebSocket frame")
         yield opcode, bytes(view[position : position + length])
@@ -122,6 +124,17 @@ class Handshake:
         self._ws = WSConnection(ConnectionType.SERVER)
         self.request: Request | None = None
         self.refusal = b""
+        # A client may send its first frames right behind the head (without
+        # waiting for the 101); wsproto's server side would drop them.
+        end = head.find(b"\r\n\r\n")
+        self._trailing = head[end + 4 :] if end >= 0 else b""
+        if not head:  # wsproto would take b"" for the end of the stream
+            body = error_body(ErrorCode.BAD_REQUEST, "empty WebSocket handshake")
+            self.refusal = (
+                b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+                b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            return
         try:
             self._ws.receive_data(head)
             self.request = next((e for e in self._ws.events() if isinstance(e, Request)), None)
@@ -159,7 +172,9 @@ class Handshake:
         return data + self._ws.send(RejectData(data=body, body_finished=True))
 
     def accept(self) -> tuple[bytes, Connection]:
-        """The ``101`` response bytes and the frame-level connection that follows it.
+        """The ``101`` response bytes and the frame-level connection that follows it
+        (holding any frames that came with the head: read them with
+        ``MessageReader.receive_data(b"")``).
 
         Only the frame-level connection is kept afterwards: the handshake's HTTP
         state is done with, and an idle connection should cost little memory.
@@ -167,6 +182,9 @@ class Handshake:
         data = self._ws.send(AcceptConnection())
         connection = self._ws.connection
         assert connection is not None
+        if self._trailing:
+            # Held by the connection: the reader's first ``receive_data`` returns them.
+            connection.receive_data(self._trailing)
         return data, connection
 
 

@@ -195,13 +195,10 @@ class Connection:
     async def _read(self) -> None:
         session = self.session
         reader = self.reader
+        # First whatever frames came with the handshake (the reader holds them).
+        data = b""
+        received_at = session.received_at
         while True:
-            # No timeout here: the keepalive closes connections that stay silent.
-            data = await self._receive()
-            if not data:
-                self._abort()  # peer vanished without a close frame
-                return
-            received_at = session.received_at = time.perf_counter()
             for event in reader.receive_data(data):
                 if type(event) is Text:
                     if session.is_open:
@@ -219,6 +216,12 @@ class Connection:
                     session.close(CloseReason(event.code, event.reason))
                     self._peer_closed.set()
                     return
+            # No timeout here: the keepalive closes connections that stay silent.
+            data = await self._receive()
+            if not data:
+                self._abort()  # peer vanished without a close frame
+                return
+            received_at = session.received_at = time.perf_counter()
 
     async def _write(self) -> None:
         session = self.session

@@ -18,6 +18,7 @@ from pubsub import ErrorCode, PubSubError, Settings, TopicExists
 from pubsub._core.node import Node
 from pubsub._core.session import Session
 from pubsub._protocol.frames import AnyClientFrame
+from pubsub._settings import Policy
 
 Frame = dict[str, Any]
 RequestId = str | int
@@ -898,3 +899,162 @@ async def test_close_session_with_a_subscribe_in_flight_leaves_no_subscriber(
 
         assert gone.topics == {}
         assert (await node.stats()).topics["orders"].subscribers == 0
+
+
+# ------------------------------------------------ defects found by the design review
+
+
+async def test_disconnect_does_not_count_discarded_events_as_delivered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A subscriber closed with SLOW_CONSUMER before its writer took anything
+    received no event: neither its counter nor the node's may say otherwise."""
+    settings = Settings(max_queue_size=2, backpressure_policy="disconnect")
+    async with open_memory_node(settings) as node:
+        await node.create_topic("orders")
+        slow = await subscribed(node, "orders")  # its writer never takes anything now
+        publisher = node.open_session()
+        await publish_many(node, publisher, "orders", 3)
+        await trio.testing.wait_all_tasks_blocked()
+
+        assert slow.close_reason is not None and slow.close_reason.error is ErrorCode.SLOW_CONSUMER
+        frames = [msgspec.json.decode(frame) for frame in await slow.next_batch()]
+        assert [f["type"] for f in frames] == ["error"]
+        assert slow.delivered == 0
+        stats = await node.stats()
+        assert stats.delivery.delivered == 0
+        assert stats.delivery.slow_consumer_disconnects == 1
+
+
+@pytest.mark.parametrize("policy", ["drop_oldest", "disconnect"])
+async def test_a_replay_does_not_count_against_the_queue_limit_later(
+    autojump_clock: trio.testing.MockClock, policy: Policy
+) -> None:
+    """MAX_QUEUE_SIZE=4 and last_n=10 while the writer is busy: the first live event
+    fits (the 10 replayed frames are the client's own request, never policed)."""
+    settings = Settings(max_queue_size=4, backpressure_policy=policy)
+    async with open_memory_node(settings) as node:
+        await node.create_topic("orders")
+        publisher = node.open_session()
+        await publish_many(node, publisher, "orders", 10)
+        session = node.open_session()
+        await node.handle(session, subscribe("orders", last_n=10))
+        await trio.testing.wait_all_tasks_blocked()
+        await node.handle(publisher, publish("orders", "live"))
+        await trio.testing.wait_all_tasks_blocked()
+
+        assert session.is_open
+        frames = await drain(session)
+        assert [f["type"] for f in frames] == ["ack"] + ["event"] * 11
+        assert ids(frames) == [f"m{n}" for n in range(1, 11)] + ["live"]
+        stats = await node.stats()
+        assert (stats.delivery.dropped, stats.delivery.slow_consumer_disconnects) == (0, 0)
+        assert stats.delivery.delivered == session.delivered == 11
+
+
+async def test_the_latency_sample_starts_when_the_publish_itself_was_received(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The writer is told when the publish was read, not when its publisher's
+    connection last read anything (which later reads overwrite)."""
+    async with open_memory_node() as node:
+        await node.create_topic("orders")
+        subscriber = await subscribed(node, "orders")
+        written: list[float] = []
+
+        async def writer() -> None:
+            while True:
+                await subscriber.next_batch()
+                written.append(subscriber.batch_published_at)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer)
+            await trio.testing.wait_all_tasks_blocked()
+
+            def write_now(data: bytes, published_at: float) -> int:
+                written.append(published_at)
+                return len(data)
+
+            publisher = node.open_session()
+            await node.handle(publisher, publish("orders", "direct"), 100.0)
+            publisher.received_at = 200.0  # the publisher's connection read again
+            await trio.testing.wait_all_tasks_blocked()
+            assert written == [100.0]  # woke the parked writer: its batch says 100.0
+
+            subscriber.write_now = write_now
+            await trio.testing.wait_all_tasks_blocked()
+            await node.handle(publisher, publish("orders", "written directly"), 300.0)
+            publisher.received_at = 400.0
+            await trio.testing.wait_all_tasks_blocked()
+            assert written == [100.0, 300.0]
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_publish_the_topic_never_accepted_is_not_counted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A publish still queued when the topic is deleted elsewhere (another node, or
+    the engine directly) is answered TOPIC_NOT_FOUND and not counted as published."""
+    async with open_memory_node(Settings(topic_inbox_size=4)) as node:
+        await node.create_topic("orders")
+        publisher = node.open_session()
+        await node.handle(publisher, publish("orders", "m1", request_id="p1"))
+        # Queued at the actor, not carried out yet: the engine deletes the topic now.
+        await node.engine.delete_topic("orders")
+        await trio.testing.wait_all_tasks_blocked()
+
+        [answer] = await drain(publisher)
+        assert (answer["type"], answer["request_id"]) == ("error", "p1")
+        assert answer["error"]["code"] == "TOPIC_NOT_FOUND"
+        assert publisher.published == 0
+        assert node.counters.published == 0
+
+
+async def test_a_publish_counts_once_the_engine_stored_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_memory_node() as node:
+        await node.create_topic("orders")
+        publisher = node.open_session()
+        await publish_many(node, publisher, "orders", 3)
+        assert publisher.published == 0  # queued at the topic, not stored yet
+        await trio.testing.wait_all_tasks_blocked()
+        assert publisher.published == node.counters.published == 3
+        assert offsets_of_acks(await drain(publisher)) == [1, 2, 3]
+
+
+async def test_max_queue_bytes_bounds_a_slow_subscriber_by_size(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """1,000 frames of 1 KB fit MAX_QUEUE_SIZE but not a 4 KB byte bound."""
+    settings = Settings(max_queue_size=1000, max_queue_bytes=4096)
+    async with open_memory_node(settings) as node:
+        await node.create_topic("orders")
+        slow = await subscribed(node, "orders")
+        publisher = node.open_session()
+        for number in range(1, 11):
+            await node.handle(publisher, publish("orders", f"m{number}", "x" * 1000))
+        await trio.testing.wait_all_tasks_blocked()
+
+        frames = await drain(slow)
+        assert frames[0]["msg"] == "messages_dropped"
+        kept = ids(frames)
+        assert kept == [f"m{n}" for n in range(11 - len(kept), 11)]  # the newest
+        assert frames[0]["dropped"] == 10 - len(kept)
+        assert sum(len(msgspec.json.encode(f)) for f in frames[1:]) <= 4096
+        assert slow.is_open
+
+
+async def test_max_queue_bytes_with_disconnect_closes_the_slow_subscriber(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    settings = Settings(max_queue_bytes=4096, backpressure_policy="disconnect")
+    async with open_memory_node(settings) as node:
+        await node.create_topic("orders")
+        slow = await subscribed(node, "orders")
+        publisher = node.open_session()
+        for number in range(1, 11):
+            await node.handle(publisher, publish("orders", f"m{number}", "x" * 1000))
+        await trio.testing.wait_all_tasks_blocked()
+        assert slow.close_reason is not None
+        assert slow.close_reason.error is ErrorCode.SLOW_CONSUMER

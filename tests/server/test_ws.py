@@ -24,7 +24,10 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
+    BytesMessage,
     CloseConnection,
+    Ping,
+    RejectConnection,
     Request,
     TextMessage,
 )
@@ -452,3 +455,134 @@ async def test_closing_connection_whose_peer_stopped_reading_is_released() -> No
         with trio.fail_after(10):
             await node.wait_sessions_closed()
         await stuck.stream.aclose()
+
+
+# ---------------------------------------------------------------------------
+# /ws upgrade on a connection that already carried REST requests (proxies reuse
+# upstream connections): served through ASGI with the same node.
+
+
+async def _upgrade_after_rest(server: Server, target: str = "/ws") -> tuple[Any, Any]:
+    """A raw connection that sends GET /health, reads the answer, then upgrades."""
+    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+    await stream.send_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    response = b""
+    with trio.fail_after(10):
+        while b'"status":"ok"' not in response:
+            response += await stream.receive_some(4096)
+    assert response.startswith(b"HTTP/1.1 200")
+    ws = WSConnection(ConnectionType.CLIENT)
+    await stream.send_all(ws.send(Request(host="x", target=target)))
+    return stream, ws
+
+
+async def _events(stream: Any, ws: WSConnection, count: int) -> list[Any]:
+    """The next ``count`` events, answering (and skipping) the server's pings."""
+    events: list[Any] = []
+    with trio.fail_after(10):
+        while len(events) < count:
+            data = await stream.receive_some(65536)
+            assert data, f"closed after {events}"
+            ws.receive_data(data)
+            for event in ws.events():
+                if isinstance(event, Ping):
+                    await stream.send_all(ws.send(event.response()))
+                else:
+                    events.append(event)
+    return events
+
+
+async def test_ws_upgrade_after_rest_on_a_keep_alive_connection_is_served() -> None:
+    async with running() as server:
+        await create_topics(server, "t")
+        stream, ws = await _upgrade_after_rest(server)
+        accepted, welcome = await _events(stream, ws, 2)
+        assert isinstance(accepted, AcceptConnection)
+        assert json.loads(welcome.data)["msg"] == "connected"
+
+        await stream.send_all(
+            ws.send(TextMessage(json.dumps({"type": "subscribe", "topic": "t", "client_id": "p"})))
+        )
+        [ack] = await _events(stream, ws, 1)
+        assert json.loads(ack.data)["type"] == "ack"
+        assert server.node.local_subscribers("t") == 1
+        async with ws_client(server) as pub:
+            await publish(pub, "t", "m1", {"n": 1})
+            [event] = await _events(stream, ws, 1)
+            frame = json.loads(event.data)
+            assert (frame["type"], frame["message"], frame["offset"]) == (
+                "event",
+                {"id": "m1", "payload": {"n": 1}},
+                1,
+            )
+            # Bad input on this path gets the same clear errors.
+            await stream.send_all(ws.send(TextMessage("{not json")))
+            [error] = await _events(stream, ws, 1)
+            assert json.loads(error.data)["error"]["code"] == "BAD_REQUEST"
+            await stream.send_all(ws.send(BytesMessage(b"\x00")))
+            [error] = await _events(stream, ws, 1)
+            assert json.loads(error.data)["error"]["code"] == "BAD_REQUEST"
+        await stream.send_all(ws.send(CloseConnection(code=1000)))
+        [closed] = await _events(stream, ws, 1)
+        assert isinstance(closed, CloseConnection)
+        await stream.aclose()
+        with trio.fail_after(10):
+            await server.node.wait_sessions_closed()
+        assert server.node.local_subscribers("t") == 0
+
+
+async def test_ws_upgrade_after_rest_needs_the_api_key() -> None:
+    async with running(api_key="k3y") as server:
+        stream, ws = await _upgrade_after_rest(server)
+        [rejected, *_] = await _events(stream, ws, 1)
+        assert isinstance(rejected, RejectConnection)
+        assert rejected.status_code == 401
+        await stream.aclose()
+
+        stream, ws = await _upgrade_after_rest(server, "/ws?api_key=k3y")
+        accepted, welcome = await _events(stream, ws, 2)
+        assert isinstance(accepted, AcceptConnection)
+        assert json.loads(welcome.data)["msg"] == "connected"
+        await stream.aclose()
+
+
+async def test_ws_upgrade_after_rest_message_too_large_closes_with_1009() -> None:
+    async with running(max_message_size=100) as server:
+        stream, ws = await _upgrade_after_rest(server)
+        await _events(stream, ws, 2)
+        await stream.send_all(ws.send(TextMessage("x" * 101)))
+        error, closed = await _events(stream, ws, 2)
+        assert json.loads(error.data)["error"]["code"] == "MESSAGE_TOO_LARGE"
+        assert isinstance(closed, CloseConnection) and closed.code == 1009
+        await stream.aclose()
+
+
+async def test_frames_sent_with_the_handshake_are_not_lost() -> None:
+    """A client that writes its first frame right behind the request head (without
+    waiting for the 101) still gets its answer."""
+    async with running() as server:
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        # wsproto's client sends frames only once accepted: let it see the 101 the
+        # server will send (computed here), then send its head and frame together.
+        client = WSConnection(ConnectionType.CLIENT)
+        head = client.send(Request(host="x", target="/ws"))
+        client.receive_data(_accept_for(head))
+        assert [type(e) for e in client.events()] == [AcceptConnection]
+        frame = client.send(TextMessage(json.dumps({"type": "ping", "request_id": "early"})))
+        await stream.send_all(head + frame)
+        raw = b""
+        with trio.fail_after(10):
+            while b'"early"' not in raw:
+                chunk = await stream.receive_some(65536)
+                assert chunk, raw
+                raw += chunk
+        assert b'"type":"pong","request_id":"early"' in raw
+        await stream.aclose()
+
+
+def _accept_for(head: bytes) -> bytes:
+    """The server's 101 for a request head (wsproto as the server)."""
+    server = WSConnection(ConnectionType.SERVER)
+    server.receive_data(head)
+    assert [type(e) for e in server.events()] == [Request]
+    return server.send(AcceptConnection())
