@@ -189,8 +189,10 @@ class Node:
         """Forget a connection that has gone: it leaves all its topics at once, and
         requests of it still queued at topics are ignored."""
         session.close(CloseReason(CLOSE_GOING_AWAY, "connection closed"))
-        for actor in session.topics.values():
-            actor.detach(session)
+        for name in session.topics:
+            actor = self._actors.get(name)
+            if actor is not None:
+                actor.detach(session)
         session.topics.clear()
         self._sessions.pop(session, None)
         if not self._sessions and self._no_sessions is not None:

@@ -22,7 +22,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import trio
 
@@ -37,9 +37,6 @@ from .._protocol.frames import RequestId, error_frame, info_frame
 from .._protocol.timestamps import now_ms
 from .counters import Counters
 from .outbox import DISCONNECT, Outbox, Pinned, Policy
-
-if TYPE_CHECKING:
-    from .topic import TopicActor
 
 #: Wraps an encoded JSON frame for the wire (the WebSocket transport prepends
 #: the frame header); applied once per frame.
@@ -76,7 +73,8 @@ class Session:
     Attributes:
         connection_id: Server-assigned id, sent in the welcome ``info`` frame.
         client_id: The ``client_id`` of the client's latest frame (a label).
-        topics: The topics this connection is subscribed to, by name.
+        topics: The names of the topics this connection is subscribed to (the
+            topic actors hold the sessions; this is the way back).
         close_reason: Set once the session is ending; the writer then sends
             what is queued and closes the connection with ``close_reason.code``.
         received_at: ``perf_counter()`` of the transport's latest read (or the
@@ -127,7 +125,7 @@ class Session:
     ) -> None:
         self.connection_id = connection_id or new_connection_id()
         self.client_id: str | None = None
-        self.topics: dict[str, TopicActor] = {}
+        self.topics: set[str] = set()
         self.close_reason: CloseReason | None = None
         self.connected_at = now_ms()
         self.received = 0

@@ -141,8 +141,7 @@ class TopicActor:
         self.deleted = True
         notice = encode(Info(topic=self.name, msg="topic_deleted", ts=ts_now()))
         for session in self.subscribers:
-            if session.topics.get(self.name) is self:
-                del session.topics[self.name]
+            session.topics.discard(self.name)
             session.send(notice)
         self.subscribers.clear()
         self._send.close()
@@ -257,7 +256,7 @@ class TopicActor:
         if session.close_reason is not None:
             return  # closed while the engine answered
         self.subscribers[session] = None
-        session.topics[self.name] = self
+        session.topics.add(self.name)
         self.epoch = history.epoch
         self._ack_subscribe(session, command, history.offset, history.recovered)
         if history.publications:
@@ -290,8 +289,8 @@ class TopicActor:
         return frame
 
     def _unsubscribe(self, session: Session, command: Unsubscribe) -> None:
-        if session.topics.get(self.name) is self:
-            del session.topics[self.name]
+        if session in self.subscribers:
+            session.topics.discard(self.name)
         self.detach(session)
         session.send(
             encode(Ack(request_id=command.request_id, topic=self.name, status="ok", ts=ts_now()))

@@ -612,7 +612,7 @@ async def test_max_subscribers_per_topic(autojump_clock: trio.testing.MockClock)
         assert error["error"]["code"] == "LIMIT_EXCEEDED"
         assert error["request_id"] == "s3"
         assert third.is_open
-        assert third.topics == {}
+        assert third.topics == set()
 
         # Re-subscribing an existing subscriber is not a new subscriber.
         await node.handle(first, subscribe("orders"))
@@ -871,7 +871,7 @@ async def test_close_session_leaves_every_topic(autojump_clock: trio.testing.Moc
         await drain(gone)
 
         node.close_session(gone)
-        assert gone.topics == {}
+        assert gone.topics == set()
         assert gone not in node.sessions()
         publisher = node.open_session()
         await node.handle(publisher, publish("a", "m1"))
@@ -897,7 +897,7 @@ async def test_close_session_with_a_subscribe_in_flight_leaves_no_subscriber(
         node.close_session(gone)
         await trio.testing.wait_all_tasks_blocked()
 
-        assert gone.topics == {}
+        assert gone.topics == set()
         assert (await node.stats()).topics["orders"].subscribers == 0
 
 
