@@ -21,6 +21,7 @@ from ._protocol.errors import SlowConsumer as SlowConsumer
 from ._protocol.errors import TopicExists as TopicExists
 from ._protocol.errors import TopicNotFound as TopicNotFound
 from ._protocol.errors import Unauthorized as Unauthorized
+from ._protocol.errors import Unavailable as Unavailable
 from ._server.server import Server as Server
 from ._server.server import open_server as open_server
 from ._settings import Settings as Settings
@@ -43,6 +44,7 @@ __all__ = [
     "TopicExists",
     "TopicNotFound",
     "Unauthorized",
+    "Unavailable",
     "__version__",
     "open_client",
     "open_server",

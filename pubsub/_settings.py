@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Annotated, Any, Final, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
@@ -21,6 +22,9 @@ def _doc(text: str, **constraints: Any) -> msgspec.Meta:
 
 
 Policy = Literal["drop_oldest", "disconnect"]
+EngineKind = Literal["memory", "redis"]
+#: Names that appear in Redis keys, channels and logs.
+_NAME: Final = r"^[A-Za-z0-9._:-]{1,64}\Z"
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 LogFormat = Literal["text", "json"]
 #: The settings that are durations in milliseconds (see :meth:`Settings.seconds`).
@@ -91,6 +95,28 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     close_timeout: Annotated[
         int, _doc("ms a closing WebSocket waits for the peer's close frame", ge=1)
     ] = 2_000
+    # v1.2: engine and cluster.
+    engine: Annotated[
+        EngineKind, _doc("memory (one process) or redis (Redis/Valkey holds topics and history)")
+    ] = "memory"
+    redis_url: Annotated[
+        str,
+        _doc(
+            "Redis/Valkey for ENGINE=redis: redis://[user:password@]host:port/db "
+            "(rediss:// for TLS)",
+            pattern=r"^rediss?://",
+        ),
+    ] = "redis://127.0.0.1:6379/0"
+    redis_prefix: Annotated[
+        str, _doc("key prefix: clusters sharing one Redis use different ones", pattern=_NAME)
+    ] = "ps"
+    workers: Annotated[
+        int, _doc("worker processes sharing the port (SO_REUSEPORT); > 1 needs ENGINE=redis", ge=1)
+    ] = 1
+    node_id: Annotated[
+        Annotated[str, msgspec.Meta(pattern=_NAME)] | None,
+        _doc("this process's name in a cluster (default: host-pid; workers add -wN)"),
+    ] = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -135,7 +161,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         """The settings without secrets, for ``/info`` and start-up logs."""
         values = msgspec.structs.asdict(self)
         values["api_key"] = "***" if self.api_key else None
+        values["redis_url"] = _without_password(self.redis_url)
         return values
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:" if parts.username else ":"
+    return urlunsplit(parts._replace(netloc=f"{user}***@{netloc}"))
 
 
 _FIELD_TYPES: Final[dict[str, Any]] = {f.name: f.type for f in msgspec.structs.fields(Settings)}

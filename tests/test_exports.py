@@ -32,6 +32,7 @@ EXPECTED = [
     "TopicExists",
     "TopicNotFound",
     "Unauthorized",
+    "Unavailable",
     "__version__",
     "open_client",
     "open_server",

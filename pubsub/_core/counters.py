@@ -55,6 +55,7 @@ class DeliveryStats(msgspec.Struct, frozen=True):
 class Stats(msgspec.Struct, frozen=True):
     """A snapshot for ``/stats`` and ``/metrics`` (the REST layer adds ``memory``)."""
 
+    node_id: str
     uptime_sec: int
     topics: dict[str, TopicStats]
     total_topics: int

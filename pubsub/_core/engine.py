@@ -65,6 +65,9 @@ class TopicInfo(msgspec.Struct, frozen=True):
     offset: int
     #: Messages held for replay.
     stored: int
+    #: Subscribers over every node, when the engine knows them (they may lag by
+    #: a few seconds); None: only this node's are known.
+    subscribers: int | None = None
 
 
 class Published(msgspec.Struct, frozen=True):
@@ -104,14 +107,30 @@ class Feed(Protocol):
         handed to :meth:`on_publications` first."""
         ...
 
+    def on_gap(self, topic: str, missed: int) -> None:
+        """``missed`` messages of a followed topic can no longer be delivered (the
+        feed broke and the history no longer holds them); they come right before
+        the next publications handed over."""
+        ...
+
+    def subscriber_counts(self) -> dict[str, int]:
+        """This node's subscribers per topic (for cluster-wide figures)."""
+        ...
+
 
 class Engine(Protocol):
     """The cluster-wide half of the broker. Errors are typed ``PubSubError``\\ s:
-    ``TopicNotFound``, ``TopicExists``, ``LimitExceeded`` (``MAX_TOPICS``)."""
+    ``TopicNotFound``, ``TopicExists``, ``LimitExceeded`` (``MAX_TOPICS``),
+    ``Unavailable`` (the engine cannot be reached or is too slow)."""
 
     @property
     def kind(self) -> str:
         """``"memory"`` or ``"redis"`` (``/info``, ``/health``)."""
+        ...
+
+    @property
+    def available(self) -> bool:
+        """Whether the engine can be reached now (``/health``)."""
         ...
 
     async def run(
@@ -153,9 +172,13 @@ class Engine(Protocol):
         message after it when ``epoch`` matches and all are stored, oldest first."""
         ...
 
-    async def follow(self, topic: str) -> None:
+    async def follow(self, topic: str) -> int | None:
         """Start handing ``topic``'s messages to the feed (this node has local
-        subscribers); returns once nothing published after it can be missed."""
+        subscribers); returns once nothing published after it can be missed.
+
+        Returns the offset after which the feed continues (every later message
+        will be handed over, in order), or None when the feed already covers the
+        topic without interruption."""
         ...
 
     def unfollow(self, topic: str) -> None:

@@ -14,6 +14,9 @@ topic-management methods and :meth:`Node.stats`.
 
 from __future__ import annotations
 
+import os
+import re
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Final
@@ -36,6 +39,12 @@ MAX_BATCH: Final = 512
 
 def _unframed(data: bytes) -> bytes:
     return data
+
+
+def default_node_id() -> str:
+    """``<host>-<pid>``: unique among the processes of a cluster at any one time."""
+    host = re.sub(r"[^A-Za-z0-9._:-]", "-", socket.gethostname())[:40] or "node"
+    return f"{host}-{os.getpid()}"
 
 
 class Node:
@@ -63,6 +72,7 @@ class Node:
     ) -> None:
         self.settings = settings
         self.engine = engine
+        self.node_id = settings.node_id or default_node_id()
         self.framer = framer
         self.counters = Counters()
         self.started_at = now_ms()
@@ -161,6 +171,14 @@ class Node:
         if actor is not None:
             actor.on_deleted()
 
+    def on_gap(self, topic: str, missed: int) -> None:
+        actor = self._actors.get(topic)
+        if actor is not None:
+            actor.on_gap(missed)
+
+    def subscriber_counts(self) -> dict[str, int]:
+        return {name: len(actor.subscribers) for name, actor in self._actors.items()}
+
     # ---------------------------------------------------------------- sessions
 
     def open_session(self, connection_id: str | None = None) -> Session:
@@ -256,6 +274,7 @@ class Node:
             )
         counters = self.counters
         return Stats(
+            node_id=self.node_id,
             uptime_sec=self.uptime_sec(),
             topics=topics,
             total_topics=len(topics),

@@ -209,6 +209,14 @@ class Session:
         self.outbox.replay(frames)
         self._wake()
 
+    def report_dropped(self, count: int) -> None:
+        """Tell the client that ``count`` events will never reach it (the node lost
+        them): a ``messages_dropped`` notice before its next frame, sent at once if
+        the outbox is empty."""
+        if self.close_reason is None and count > 0:
+            self.outbox.dropped_pending += count
+            self._wake()
+
     def send(self, frame: bytes) -> None:
         """Queue one control frame (unframed JSON); never dropped, never blocks."""
         self.send_raw(self._framer(frame))
@@ -295,9 +303,9 @@ class Session:
         empty batch once the session is closing and everything queued was taken.
         """
         outbox = self.outbox
-        if outbox.queue or self.close_reason is not None:
+        if outbox.queue or outbox.dropped_pending or self.close_reason is not None:
             await trio.lowlevel.checkpoint_if_cancelled()
-        while not outbox.queue and self.close_reason is None:
+        while not outbox.queue and not outbox.dropped_pending and self.close_reason is None:
             # Parking is itself a checkpoint.
             self._waiter = trio.lowlevel.current_task()
             await trio.lowlevel.wait_task_rescheduled(self._abort_wait)

@@ -70,6 +70,15 @@ class TopicActor:
         self.dropped = 0
         self.deleted = False
         self.subscribers: dict[Session, None] = {}
+        #: Subscribed sessions whose ack said an offset the feed has not reached
+        #: yet: they get only later messages, and join ``subscribers`` once the
+        #: feed catches up (an engine whose feed lags its history, like Redis).
+        self._joining: dict[Session, int] = {}
+        #: While a subscribe awaits the engine: what the feed fanned out meanwhile.
+        self._seen: list[Publication] | None = None
+        #: Receipt times of this node's publishes still on their way through the
+        #: feed, by first offset (engines whose feed is not synchronous).
+        self._receipts: dict[int, float] = {}
         self._engine = engine
         self._max_subscribers = max_subscribers
         self._max_batch = max_batch
@@ -108,30 +117,63 @@ class TopicActor:
         awaits while it iterates the subscribers, so this cannot split a fan-out."""
         if session in self.subscribers:
             del self.subscribers[session]
-            if not self.subscribers:
-                self._engine.unfollow(self.name)
+        elif self._joining.pop(session, None) is None:
+            return
+        self._unfollow_if_unused()
+
+    def _has_local(self) -> bool:
+        """Whether this node needs the topic's feed (subscribers, or one on its way)."""
+        return bool(self.subscribers or self._joining) or self._seen is not None
+
+    def _unfollow_if_unused(self) -> None:
+        if not self._has_local():
+            self._engine.unfollow(self.name)
 
     # ------------------------------------------------------------ the engine's feed
 
     def fan_out(self, publications: list[Publication]) -> None:
         """Hand newly published messages to every local subscriber (feed, hot path)."""
         frames: list[bytes] = []
-        offset = self.offset
+        start = offset = self.offset
         for publication in publications:
             if publication.offset <= offset:
                 continue  # already delivered
             frames.append(publication.frame or self._frame(publication))
             offset = publication.offset
-        self.offset = offset
-        if not frames or not self.subscribers:
+        if not frames:
             return
-        nbytes = sum(map(len, frames))
+        self.offset = offset
         published_at = self._published_at
-        dropped = 0
-        for subscriber in self.subscribers:
-            dropped += subscriber.deliver(frames, nbytes, published_at)
-        if dropped:
-            self.dropped += dropped
+        if self._receipts and not published_at:
+            published_at = self._receipts.pop(offset - len(frames) + 1, 0.0)
+        if self.subscribers:
+            nbytes = sum(map(len, frames))
+            dropped = 0
+            for subscriber in self.subscribers:
+                dropped += subscriber.deliver(frames, nbytes, published_at)
+            if dropped:
+                self.dropped += dropped
+        if self._seen is not None or self._joining:
+            fresh = [p for p in publications if p.offset > start]
+            if self._seen is not None:
+                self._seen.extend(fresh)
+            if self._joining:
+                self._admit(fresh, published_at)
+
+    def _admit(self, fresh: list[Publication], published_at: float) -> None:
+        """Give joining sessions what is past their ack; full subscribers once caught up."""
+        for session, acked in list(self._joining.items()):
+            frames = [p.frame for p in fresh if p.offset > acked and p.frame is not None]
+            if frames:
+                self.dropped += session.deliver(frames, sum(map(len, frames)), published_at)
+            if self.offset >= acked:
+                del self._joining[session]
+                self.subscribers[session] = None
+
+    def on_gap(self, missed: int) -> None:
+        """The feed lost ``missed`` messages for good: tell every local subscriber."""
+        for session in (*self.subscribers, *self._joining):
+            session.report_dropped(missed)
 
     def on_deleted(self) -> None:
         """The topic was deleted (feed): tell the local subscribers and stop; what
@@ -140,10 +182,11 @@ class TopicActor:
             return
         self.deleted = True
         notice = encode(Info(topic=self.name, msg="topic_deleted", ts=ts_now()))
-        for session in self.subscribers:
+        for session in (*self.subscribers, *self._joining):
             session.topics.discard(self.name)
             session.send(notice)
         self.subscribers.clear()
+        self._joining.clear()
         self._send.close()
 
     # --------------------------------------------------------------- the actor
@@ -195,7 +238,8 @@ class TopicActor:
         for _, request, _ in commands:
             assert type(request) is Publish
             messages.append(request.message)
-        self._published_at = commands[0][2]
+        received_at = commands[0][2]
+        self._published_at = received_at
         try:
             published = await self._engine.publish(self.name, messages)
         except PubSubError as exc:
@@ -205,6 +249,11 @@ class TopicActor:
             return
         finally:
             self._published_at = 0.0
+        if received_at and published.first_offset > self.offset and self._has_local():
+            # The feed hands these over later: remember when they arrived.
+            if len(self._receipts) >= 256:
+                self._receipts.clear()
+            self._receipts[published.first_offset] = received_at
         self._counters.published += len(commands)
         # One write per publisher per batch, not one per ack.
         offset = published.first_offset
@@ -227,11 +276,11 @@ class TopicActor:
     async def _subscribe(self, session: Session, command: Subscribe) -> None:
         if not session.is_open:
             return
-        if session in self.subscribers:
+        if session in self.subscribers or session in self._joining:
             # Already subscribed: acknowledged, never replayed twice.
             self._ack_subscribe(session, command, self.offset, None)
             return
-        if len(self.subscribers) >= self._max_subscribers:
+        if len(self.subscribers) + len(self._joining) >= self._max_subscribers:
             session.send_error(
                 LimitExceeded(
                     f"topic {self.name!r} has the maximum of {self._max_subscribers} subscribers"
@@ -239,9 +288,14 @@ class TopicActor:
                 command.request_id,
             )
             return
-        if not self.subscribers:
-            await self._engine.follow(self.name)
+        following = self._has_local()
+        seen: list[Publication] = []
+        self._seen = seen
         try:
+            if not following:
+                base = await self._engine.follow(self.name)
+                if base is not None:
+                    self.offset = base  # the feed continues after it
             history = await self._engine.history(
                 self.name,
                 last_n=command.last_n,
@@ -249,18 +303,27 @@ class TopicActor:
                 epoch=command.epoch,
             )
         except PubSubError as exc:
-            if not self.subscribers:
-                self._engine.unfollow(self.name)
             session.send_error(exc, command.request_id)
             return
+        finally:
+            self._seen = None
+            self._unfollow_if_unused()
         if session.close_reason is not None:
+            self._unfollow_if_unused()
             return  # closed while the engine answered
-        self.subscribers[session] = None
-        session.topics.add(self.name)
         self.epoch = history.epoch
-        self._ack_subscribe(session, command, history.offset, history.recovered)
-        if history.publications:
-            session.replay([self._frame(p) for p in history.publications])
+        acked = history.offset
+        self._ack_subscribe(session, command, acked, history.recovered)
+        replay = [self._frame(p) for p in history.publications]
+        session.topics.add(self.name)
+        if self.offset >= acked:
+            # Whatever the feed delivered while the history was read, past the ack.
+            replay += [self._frame(p) for p in seen if p.offset > acked]
+            self.subscribers[session] = None
+        else:
+            self._joining[session] = acked
+        if replay:
+            session.replay(replay)
 
     def _ack_subscribe(
         self, session: Session, command: Subscribe, offset: int, recovered: bool | None
@@ -289,7 +352,7 @@ class TopicActor:
         return frame
 
     def _unsubscribe(self, session: Session, command: Unsubscribe) -> None:
-        if session in self.subscribers:
+        if session in self.subscribers or session in self._joining:
             session.topics.discard(self.name)
         self.detach(session)
         session.send(
@@ -302,8 +365,11 @@ class TopicActor:
         except PubSubError as exc:
             command.error = exc
         else:
-            # The engine's feed normally said so already (on_deleted is idempotent).
-            self.on_deleted()
+            # Local subscribers get topic_deleted from the feed, after every message
+            # published before the delete (the memory engine's feed said so already;
+            # on_deleted is idempotent). Without them there is nothing to wait for.
+            if not self._has_local():
+                self.on_deleted()
         finally:
             command.done.set()
 

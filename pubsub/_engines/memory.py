@@ -54,6 +54,7 @@ class MemoryEngine:
     """
 
     kind: Final = "memory"
+    available: Final = True
 
     def __init__(self, *, max_topics: int, max_messages: int) -> None:
         self._max_topics = max_topics
@@ -137,8 +138,9 @@ class MemoryEngine:
             replay = list(itertools.islice(ring, max(0, len(ring) - last_n), None))
         return History(state.offset, state.epoch, None, replay)
 
-    async def follow(self, topic: str) -> None:
+    async def follow(self, topic: str) -> int | None:
         """Nothing to do: this process's feed gets every topic's messages."""
+        return None
 
     def unfollow(self, topic: str) -> None:
         """Nothing to do (see :meth:`follow`)."""

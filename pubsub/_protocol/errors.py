@@ -27,6 +27,7 @@ class ErrorCode(enum.Enum):
     LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
     SLOW_CONSUMER = "SLOW_CONSUMER"
     UNAUTHORIZED = "UNAUTHORIZED"
+    UNAVAILABLE = "UNAVAILABLE"
     INTERNAL = "INTERNAL"
 
     @property
@@ -64,6 +65,8 @@ _TABLE: Final[dict[ErrorCode, tuple[int, int | None]]] = {
     # Never sent over REST; 429 is the seed's status.
     ErrorCode.SLOW_CONSUMER: (429, CLOSE_TRY_AGAIN_LATER),
     ErrorCode.UNAUTHORIZED: (401, None),
+    # v1.2: the engine (Redis) cannot be reached or did not answer in time.
+    ErrorCode.UNAVAILABLE: (503, None),
     ErrorCode.INTERNAL: (500, CLOSE_INTERNAL),
 }
 
@@ -120,6 +123,13 @@ class Unauthorized(PubSubError):
     code = ErrorCode.UNAUTHORIZED
 
 
+class Unavailable(PubSubError):
+    """The engine (Redis) cannot be reached or did not answer in time; nothing
+    was acknowledged that was not stored. Retry later."""
+
+    code = ErrorCode.UNAVAILABLE
+
+
 class InternalError(PubSubError):
     code = ErrorCode.INTERNAL
 
@@ -134,6 +144,7 @@ _TYPED: Final[dict[ErrorCode, type[PubSubError]]] = {
         LimitExceeded,
         SlowConsumer,
         Unauthorized,
+        Unavailable,
         InternalError,
     )
 }

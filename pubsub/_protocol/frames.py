@@ -176,6 +176,8 @@ class Info(ServerFrame, tag="info", kw_only=True):
     topic: str | None = None
     msg: str
     connection_id: str | None = None
+    #: v1.2: the node that serves the connection (welcome frame).
+    node_id: str | None = None
     dropped: int | None = None
     ts: str
 

@@ -69,7 +69,8 @@ async def serve_asgi_websocket(node: Node, draining: bool, metrics: Metrics) -> 
         return None
     session.idle_timeout = False
     try:
-        await websocket.send(info_frame("connected", connection_id=session.connection_id).decode())
+        welcome = info_frame("connected", connection_id=session.connection_id, node_id=node.node_id)
+        await websocket.send(welcome.decode())
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_write, session, metrics, nursery.cancel_scope)
             await _read(node, session)

@@ -17,12 +17,14 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from .._core.engine import TopicInfo
 from .._core.node import Node
 from .._protocol.errors import (
     BadRequest,
     MessageTooLarge,
     PubSubError,
     Unauthorized,
+    Unavailable,
     error_body,
 )
 from .._protocol.timestamps import format_ts, ts_now
@@ -65,6 +67,16 @@ def error_response(error: PubSubError) -> Response:
     return Response(
         error_body(error.code, error.message), error.code.http_status, content_type=JSON
     )
+
+
+def _subscribers(node: Node, info: TopicInfo) -> int:
+    """Cluster-wide when the engine knows them, else this node's."""
+    return info.subscribers if info.subscribers is not None else node.local_subscribers(info.name)
+
+
+def _engine_status(node: Node) -> dict[str, str]:
+    engine = node.engine
+    return {"kind": engine.kind, "status": "ok" if engine.available else "unavailable"}
 
 
 def create_app(node: Node, state: ServerState, metrics: Metrics) -> QuartTrio:
@@ -121,7 +133,7 @@ def create_app(node: Node, state: ServerState, metrics: Metrics) -> QuartTrio:
         topics = [
             {
                 "name": info.name,
-                "subscribers": node.local_subscribers(info.name),
+                "subscribers": _subscribers(node, info),
                 "messages": info.offset,
                 "created_at": format_ts(info.created_at),
             }
@@ -135,7 +147,7 @@ def create_app(node: Node, state: ServerState, metrics: Metrics) -> QuartTrio:
         return _json(
             {
                 "name": info.name,
-                "subscribers": node.local_subscribers(info.name),
+                "subscribers": _subscribers(node, info),
                 "messages": info.offset,
                 "stored": info.stored,
                 "offset": info.offset,
@@ -146,13 +158,27 @@ def create_app(node: Node, state: ServerState, metrics: Metrics) -> QuartTrio:
 
     @app.get("/health")
     async def health() -> Response:
+        engine = node.engine
+        if state.draining:
+            status = "draining"
+        elif not engine.available:
+            status = "unavailable"
+        else:
+            status = "ok"
+        topics: int | None = None
+        if engine.available:
+            try:
+                topics = len(await node.topics())
+            except Unavailable:
+                status = "unavailable"
         body = {
-            "status": "draining" if state.draining else "ok",
+            "status": status,
             "uptime_sec": node.uptime_sec(),
-            "topics": len(await node.topics()),
+            "topics": topics,
             "subscribers": node.total_subscribers(),
+            "engine": _engine_status(node),
         }
-        return _json(body, 503 if state.draining else 200)
+        return _json(body, 200 if status == "ok" else 503)
 
     @app.get("/stats")
     async def stats() -> Response:
@@ -167,6 +193,8 @@ def create_app(node: Node, state: ServerState, metrics: Metrics) -> QuartTrio:
                 "service": "trio-pubsub",
                 "version": __version__,
                 "python": platform.python_version(),
+                "node_id": node.node_id,
+                "engine": _engine_status(node),
                 "config": settings.public(),
             }
         )

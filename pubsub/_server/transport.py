@@ -87,7 +87,7 @@ async def serve_websocket(
         )
         return
     try:
-        welcome = info_frame("connected", connection_id=session.connection_id)
+        welcome = info_frame("connected", connection_id=session.connection_id, node_id=node.node_id)
         await stream.send_all(accept + text_frame(welcome))
         await Connection(stream, reader, session, node, observe_latency).run()
     finally:

@@ -19,6 +19,7 @@ from pubsub import (
     TopicExists,
     TopicNotFound,
     Unauthorized,
+    Unavailable,
 )
 from pubsub._protocol.errors import error_body, error_for
 
@@ -30,6 +31,7 @@ TYPED: dict[ErrorCode, type[PubSubError]] = {
     ErrorCode.LIMIT_EXCEEDED: LimitExceeded,
     ErrorCode.SLOW_CONSUMER: SlowConsumer,
     ErrorCode.UNAUTHORIZED: Unauthorized,
+    ErrorCode.UNAVAILABLE: Unavailable,
     ErrorCode.INTERNAL: InternalError,
 }
 
@@ -40,6 +42,7 @@ HTTP_STATUS = {
     ErrorCode.MESSAGE_TOO_LARGE: 413,
     ErrorCode.LIMIT_EXCEEDED: 429,
     ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.UNAVAILABLE: 503,
     ErrorCode.INTERNAL: 500,
 }
 
@@ -53,6 +56,7 @@ WS_CLOSE = {
     ErrorCode.LIMIT_EXCEEDED: None,
     ErrorCode.SLOW_CONSUMER: 1013,
     ErrorCode.UNAUTHORIZED: None,
+    ErrorCode.UNAVAILABLE: None,
     ErrorCode.INTERNAL: 1011,
 }
 
@@ -66,6 +70,7 @@ def test_error_codes_are_exactly_the_protocol_table() -> None:
         "LIMIT_EXCEEDED",
         "SLOW_CONSUMER",
         "UNAUTHORIZED",
+        "UNAVAILABLE",
         "INTERNAL",
     }
     assert set(WS_CLOSE) == set(ErrorCode)

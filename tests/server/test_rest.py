@@ -111,9 +111,11 @@ async def test_health_stats_info_metrics() -> None:
                 "uptime_sec": 0,
                 "topics": 1,
                 "subscribers": 1,
+                "engine": {"kind": "memory", "status": "ok"},
             }
 
             stats = (await client.get("/stats")).json()
+            assert stats["node_id"] == server.node.node_id
             assert stats["topics"] == {
                 "orders": {"messages": 1, "subscribers": 1, "stored": 1, "dropped": 0}
             }
@@ -131,6 +133,8 @@ async def test_health_stats_info_metrics() -> None:
             info = (await client.get("/info")).json()
             assert info["service"] == "trio-pubsub"
             assert info["config"]["max_queue_size"] == 1000
+            assert info["node_id"] == stats["node_id"]
+            assert info["engine"] == {"kind": "memory", "status": "ok"}
 
             metrics = await client.get("/metrics")
             assert metrics.status_code == 200

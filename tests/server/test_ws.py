@@ -499,6 +499,7 @@ async def test_ws_upgrade_after_rest_on_a_keep_alive_connection_is_served() -> N
         accepted, welcome = await _events(stream, ws, 2)
         assert isinstance(accepted, AcceptConnection)
         assert json.loads(welcome.data)["msg"] == "connected"
+        assert json.loads(welcome.data)["node_id"] == server.node.node_id
 
         await stream.send_all(
             ws.send(TextMessage(json.dumps({"type": "subscribe", "topic": "t", "client_id": "p"})))
@@ -586,3 +587,13 @@ def _accept_for(head: bytes) -> bytes:
     server.receive_data(head)
     assert [type(e) for e in server.events()] == [Request]
     return server.send(AcceptConnection())
+
+
+async def test_welcome_frame_names_the_connection_and_the_node() -> None:
+    async with running(node_id="node-a") as server:
+        url = f"ws://127.0.0.1:{server.port}/ws"
+        async with open_websocket_url(url) as ws:
+            welcome = json.loads(await ws.get_message())
+        assert welcome["msg"] == "connected"
+        assert welcome["connection_id"].startswith("c-")
+        assert welcome["node_id"] == "node-a"
