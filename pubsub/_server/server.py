@@ -26,9 +26,10 @@ from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 
 from .._core.engine import Engine
-from .._core.node import Node, open_node
+from .._core.node import Node, default_node_id, open_node
 from .._core.session import CloseReason
 from .._engines.memory import MemoryEngine
+from .._engines.redis import RedisEngine
 from .._protocol.errors import CLOSE_GOING_AWAY, ErrorCode, error_body
 from .._protocol.frames import info_frame
 from .._protocol.websocket import text_frame
@@ -103,7 +104,16 @@ def is_websocket_request(head: bytes) -> bool:
 
 
 def make_engine(settings: Settings) -> Engine:
-    """The engine ``settings`` ask for."""
+    """The engine ``settings`` ask for (``settings.node_id`` set)."""
+    if settings.engine == "redis":
+        assert settings.node_id is not None
+        return RedisEngine(
+            url=settings.redis_url,
+            prefix=settings.redis_prefix,
+            node_id=settings.node_id,
+            max_topics=settings.max_topics,
+            max_messages=settings.max_messages_per_topic,
+        )
     return MemoryEngine(
         max_topics=settings.max_topics, max_messages=settings.max_messages_per_topic
     )
@@ -122,6 +132,8 @@ class Server:
     """
 
     def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+        if settings.node_id is None:
+            settings = settings.replace(node_id=default_node_id())
         self.settings = settings
         self.engine = engine or make_engine(settings)
         self.port = 0

@@ -1,0 +1,797 @@
+"""The Redis/Valkey engine: topics, offsets, epochs and history shared by every node.
+
+Keys (``P`` = ``REDIS_PREFIX``, ``T`` = topic name):
+
+- ``P:topics`` - the registry: a hash of topic name -> incarnation;
+- ``P:incarnation`` - a counter: each created topic gets the next value;
+- ``P:{T}:meta`` - hash: ``inc`` (incarnation), ``offset`` (newest), ``created_at`` (ms);
+- ``P:{T}:log`` - stream, entry id ``<offset>-0``, fields ``m`` (the message JSON)
+  and ``t`` (publish time), trimmed to ``MAX_MESSAGES_PER_TOPIC``;
+- channel ``P:{T}:ev`` - one pub/sub message per published batch
+  (``P <inc> <first offset> <ts> [<message>,...]``) and one per delete
+  (``D <inc> <last offset>``), in the order Redis ran the scripts;
+- channel ``P:ctl`` - each node's own heartbeats (``H <node> <seq>``) and delete
+  notices (``D <topic> <inc>``);
+- ``P:nodes`` (sorted set of node ids by last report) and ``P:node:<id>:subs``
+  (hash topic -> local subscribers, expiring): cluster-wide subscriber counts.
+
+Every change is one Lua script, so each is atomic and ordered with the others.
+A publish appends to the stream *before* it advances the offset (Lua does not
+roll back: a failed append must leave the offset alone), then publishes the
+batch on the topic's channel; the node acknowledges once the script returned.
+
+Redis pub/sub is at-most-once, so the feed is repaired, never trusted: each
+followed topic remembers the last offset it handed to the node; an offset jump
+is filled from the stream; a lost heartbeat, a full inbox or a reconnect makes
+every followed topic catch up from the stream; what the stream no longer holds
+is reported to the node (``on_gap``), which tells the connections with
+``messages_dropped``. An epoch is the incarnation plus the Redis run id: a Redis
+restart (which may have lost data) fails every resume closed.
+
+Runs on Trio through valkey-glide (anyio); pub/sub messages arrive through its
+callback on the Trio thread and are handled, in order, by one receiver task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import math
+import os
+from collections.abc import Awaitable
+from typing import Any, Final, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import msgspec
+import trio
+from glide import (
+    AdvancedGlideClientConfiguration,
+    BackoffStrategy,
+    ClosingError,
+    GlideClient,
+    GlideClientConfiguration,
+    Logger,
+    LogLevel,
+    NodeAddress,
+    RequestError,
+    Script,
+    ServerCredentials,
+)
+from glide import ConnectionError as GlideConnectionError
+from glide import TimeoutError as GlideTimeoutError
+
+from .._core.engine import Feed, History, Publication, Published, TopicInfo
+from .._protocol.errors import (
+    InternalError,
+    LimitExceeded,
+    TopicExists,
+    TopicNotFound,
+    Unavailable,
+)
+from .._protocol.frames import Message
+from .._protocol.timestamps import now_ms, ts_now
+
+log = logging.getLogger("pubsub.redis")
+
+T = TypeVar("T")
+
+#: Seconds between heartbeats on the control channel; three missed ones (or a
+#: missing sequence number) make every followed topic catch up from its stream.
+HEARTBEAT: Final = 0.5
+#: Seconds a node stays subscribed to a topic's channel after its last local
+#: subscriber left (a quick resubscribe costs nothing then).
+LINGER: Final = 1.0
+#: Seconds between this node's subscriber-count reports (they expire after 5 s).
+REPORT_EVERY: Final = 2.0
+REPORT_TTL_MS: Final = 5000
+#: Pub/sub messages queued for the receiver before it resyncs instead.
+INBOX: Final = 65536
+#: Messages held per topic while its feed is not ready (catching up).
+MAX_PENDING: Final = 10_000
+#: "Up to the newest offset" for a stream range read.
+_NEWEST: Final = 2**62
+
+_messages_decoder: Final = msgspec.json.Decoder(list[Message])
+_encode: Final = msgspec.json.Encoder().encode
+
+
+def _lua(code: str) -> Script:
+    return Script(code)  # type: ignore[no-untyped-call]  # glide's Script is unannotated
+
+
+_CREATE: Final = _lua(
+    """
+-- KEYS: meta, registry, incarnation counter; ARGV: name, created_at, max_topics, token
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
+if redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[3]) then return {-1} end
+-- The random token keeps incarnations apart even if Redis lost the counter.
+local inc = redis.call('INCR', KEYS[3]) .. '.' .. ARGV[4]
+redis.call('HSET', KEYS[1], 'inc', inc, 'offset', 0, 'created_at', ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], inc)
+return {1, inc}
+"""
+)
+
+_PUBLISH: Final = _lua(
+    """
+-- KEYS: meta, log; ARGV: max stored, ts, channel, message JSON...
+local inc = redis.call('HGET', KEYS[1], 'inc')
+if not inc then return {0} end
+local offset = tonumber(redis.call('HGET', KEYS[1], 'offset'))
+local keep = tonumber(ARGV[1])
+local n = #ARGV - 3
+-- Append first: Lua does not roll back, and a failed XADD must leave the offset.
+if keep > 0 then
+  for i = 1, n do
+    redis.call('XADD', KEYS[2], 'MAXLEN', keep, (offset + i) .. '-0',
+      'm', ARGV[3 + i], 't', ARGV[2])
+  end
+end
+redis.call('HSET', KEYS[1], 'offset', offset + n)
+redis.call('PUBLISH', ARGV[3],
+  'P ' .. inc .. ' ' .. (offset + 1) .. ' ' .. ARGV[2] .. ' [' .. table.concat(ARGV, ',', 4) .. ']')
+return {offset + 1, inc}
+"""
+)
+
+_DELETE: Final = _lua(
+    """
+-- KEYS: meta, log, registry; ARGV: name, channel, control channel
+local inc = redis.call('HGET', KEYS[1], 'inc')
+if not inc then return 0 end
+local offset = redis.call('HGET', KEYS[1], 'offset')
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('HDEL', KEYS[3], ARGV[1])
+-- After every earlier publish of the topic (scripts run one at a time).
+redis.call('PUBLISH', ARGV[2], 'D ' .. inc .. ' ' .. offset)
+redis.call('PUBLISH', ARGV[3], 'D ' .. ARGV[1] .. ' ' .. inc)
+return 1
+"""
+)
+
+# Shared by the reading scripts: the run id makes the epoch.
+_RUN_ID: Final = "string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')"
+
+_HISTORY: Final = _lua(
+    f"""
+-- KEYS: meta, log; ARGV: 'last' n | 'since' offset max | 'range' from to
+local meta = redis.call('HMGET', KEYS[1], 'inc', 'offset')
+if not meta[1] then return {{0}} end
+local offset = tonumber(meta[2])
+local entries = {{}}
+if ARGV[1] == 'last' then
+  local n = tonumber(ARGV[2])
+  if n > 0 and offset > 0 then
+    entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', n)
+  end
+elseif ARGV[1] == 'since' then
+  local since = tonumber(ARGV[2])
+  if since < offset and offset - since <= tonumber(ARGV[3]) then
+    entries = redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', '+')
+  end
+else
+  local from = tonumber(ARGV[2])
+  local to = math.min(tonumber(ARGV[3]), offset)
+  if from <= to then entries = redis.call('XRANGE', KEYS[2], from .. '-0', to .. '-0') end
+end
+return {{1, meta[1], offset, {_RUN_ID}, entries}}
+"""
+)
+
+_TOPIC_FIELDS: Final = """
+local function topic_info(prefix, name, now, nodes)
+  local meta = redis.call('HMGET', prefix .. ':{' .. name .. '}:meta',
+    'inc', 'offset', 'created_at')
+  if not meta[1] then return nil end
+  local stored = redis.call('XLEN', prefix .. ':{' .. name .. '}:log')
+  local subscribers = 0
+  for _, node in ipairs(nodes) do
+    local count = redis.call('HGET', prefix .. ':node:' .. node .. ':subs', name)
+    if count then subscribers = subscribers + tonumber(count) end
+  end
+  return {name, meta[1], tonumber(meta[2]), tonumber(meta[3]), stored, subscribers}
+end
+"""
+
+_TOPICS: Final = _lua(
+    f"""
+-- ARGV: prefix, now (ms), report ttl (ms), topic name or '' for all
+{_TOPIC_FIELDS}
+local prefix = ARGV[1]
+local nodes = redis.call('ZRANGEBYSCORE', prefix .. ':nodes',
+  tonumber(ARGV[2]) - tonumber(ARGV[3]), '+inf')
+local names = {{ARGV[4]}}
+if ARGV[4] == '' then names = redis.call('HKEYS', prefix .. ':topics') end
+local out = {{}}
+for _, name in ipairs(names) do
+  local info = topic_info(prefix, name, ARGV[2], nodes)
+  if info then table.insert(out, info) end
+end
+return {{{_RUN_ID}, out}}
+"""
+)
+
+_REPORT: Final = _lua(
+    """
+-- KEYS: node subs hash, nodes set; ARGV: node id, now, ttl ms, topic, count, ...
+redis.call('DEL', KEYS[1])
+for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[2]) - 10 * tonumber(ARGV[3]))
+return 1
+"""
+)
+
+
+def parse_redis_url(url: str) -> tuple[NodeAddress, bool, int, ServerCredentials | None]:
+    """``redis[s]://[user:password@]host[:port][/db]`` -> address, TLS, database, credentials."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError(f"REDIS_URL must start with redis:// or rediss://, not {url!r}")
+    database = int(parts.path.strip("/") or 0)
+    credentials = None
+    if parts.password is not None or parts.username:
+        credentials = ServerCredentials(
+            password=unquote(parts.password or ""), username=unquote(parts.username or "") or None
+        )
+    address = NodeAddress(parts.hostname or "127.0.0.1", parts.port or 6379)
+    return address, parts.scheme == "rediss", database, credentials
+
+
+class _Follower:
+    """This node's feed of one topic."""
+
+    __slots__ = ("inc", "offset", "pending", "ready", "unsubscribe_at")
+
+    def __init__(self) -> None:
+        #: The incarnation and the last offset handed to the node (when ready).
+        self.inc = b""
+        self.offset = 0
+        #: False until seeded by ``follow``, and while catching up after a break:
+        #: messages wait in ``pending`` meanwhile.
+        self.ready = False
+        self.pending: list[bytes] = []
+        #: When to unsubscribe (the last local subscriber left), or None.
+        self.unsubscribe_at: float | None = None
+
+
+class RedisEngine:
+    """The engine of a cluster: Redis or Valkey holds what every node shares.
+
+    Args:
+        url: ``REDIS_URL``.
+        prefix: ``REDIS_PREFIX``.
+        node_id: This node's name (heartbeats, subscriber reports).
+        max_topics: ``MAX_TOPICS`` (cluster-wide).
+        max_messages: ``MAX_MESSAGES_PER_TOPIC``: the stream length per topic.
+        timeout: Seconds a Redis call may take before it is ``UNAVAILABLE``.
+    """
+
+    kind: Final = "redis"
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        prefix: str,
+        node_id: str,
+        max_topics: int,
+        max_messages: int,
+        timeout: float = 1.0,
+    ) -> None:
+        self._address, self._tls, self._database, self._credentials = parse_redis_url(url)
+        self._prefix = prefix
+        self._node_id = node_id
+        self._max_topics = max_topics
+        self._max_messages = max_messages
+        self._timeout = timeout
+        self._control = f"{prefix}:ctl"
+        self._feed: Feed | None = None
+        self._client: GlideClient | None = None
+        self._subscriber: GlideClient | None = None
+        self._followers: dict[str, _Follower] = {}
+        self._subscriptions = trio.Lock()
+        self._inbox_send, self._inbox = trio.open_memory_channel[tuple[bytes, bytes]](INBOX)
+        #: The receiver must make every followed topic catch up from its stream.
+        self._resync_all = False
+        self._available = False
+        self._run_id = ""
+        self._heartbeat_seq = 0
+        self._heartbeat_seen = 0
+        self._heartbeat_at = 0.0
+
+    # ------------------------------------------------------------------ names
+
+    def _key(self, topic: str, kind: str) -> str:
+        return f"{self._prefix}:{{{topic}}}:{kind}"
+
+    def _channel(self, topic: str) -> str:
+        return self._key(topic, "ev")
+
+    def _topic_of(self, channel: bytes) -> str | None:
+        text = channel.decode()
+        head, tail = f"{self._prefix}:{{", "}:ev"
+        if text.startswith(head) and text.endswith(tail):
+            return text[len(head) : -len(tail)]
+        return None
+
+    # ---------------------------------------------------------------- running
+
+    @property
+    def available(self) -> bool:
+        return self._available
+
+    def _configuration(self, subscriber: bool) -> GlideClientConfiguration:
+        pubsub = None
+        if subscriber:
+            pubsub = GlideClientConfiguration.PubSubSubscriptions(
+                channels_and_patterns={
+                    GlideClientConfiguration.PubSubChannelModes.Exact: {self._control}
+                },
+                callback=self._on_message,
+                context=None,
+            )
+        timeout_ms = int(self._timeout * 1000)
+        return GlideClientConfiguration(
+            [self._address],
+            use_tls=self._tls,
+            credentials=self._credentials,
+            database_id=self._database,
+            request_timeout=timeout_ms,
+            reconnect_strategy=BackoffStrategy(num_of_retries=8, factor=50, exponent_base=2),
+            client_name=f"trio-pubsub:{self._node_id}",
+            pubsub_subscriptions=pubsub,
+            lazy_connect=True,
+            advanced_config=AdvancedGlideClientConfiguration(
+                connection_timeout=timeout_ms, pubsub_reconciliation_interval=500
+            ),
+        )
+
+    async def run(
+        self, feed: Feed, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        # glide logs every reconnect attempt to stderr itself; the engine reports
+        # what matters (unavailable, back, caught up) through logging instead.
+        Logger.set_logger_config(LogLevel.OFF)
+        self._feed = feed
+        self._client = await GlideClient.create(self._configuration(subscriber=False))
+        self._subscriber = await GlideClient.create(self._configuration(subscriber=True))
+        try:
+            async with trio.open_nursery() as nursery:
+                await self._check()  # so /health is right from the start
+                nursery.start_soon(self._receive)
+                nursery.start_soon(self._watch)
+                nursery.start_soon(self._linger)
+                nursery.start_soon(self._report)
+                task_status.started()
+        finally:
+            self._feed = None
+            with trio.CancelScope(shield=True), trio.move_on_after(self._timeout):
+                await self._subscriber.close()
+                await self._client.close()
+
+    async def _call(self, call: Awaitable[T]) -> T:
+        """One Redis call; anything that says Redis is unreachable is ``UNAVAILABLE``."""
+        try:
+            with trio.fail_after(self._timeout + 0.5):
+                return await call
+        except (GlideConnectionError, GlideTimeoutError, ClosingError, trio.TooSlowError) as exc:
+            self._went_away(exc)
+            raise Unavailable(f"Redis cannot be reached: {exc or 'timed out'}") from None
+        except RequestError as exc:
+            text = str(exc)
+            if any(word in text for word in ("connect", "Connection", "IoError", "LOADING")):
+                self._went_away(exc)
+                raise Unavailable(f"Redis cannot be reached: {text}") from None
+            log.error("Redis refused a call: %s", text)
+            raise InternalError(f"Redis refused the call: {text}") from None
+
+    def _went_away(self, exc: BaseException) -> None:
+        if self._available:
+            log.warning("Redis unavailable: %s", exc or "timed out")
+        self._available = False
+
+    async def _script(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        assert self._client is not None
+        return await self._call(
+            self._client.invoke_script(
+                script, keys=keys, args=[a if isinstance(a, bytes) else str(a) for a in args]
+            )
+        )
+
+    # ---------------------------------------------------------------- registry
+
+    async def create_topic(self, name: str) -> TopicInfo:
+        created_at = now_ms()
+        result = await self._script(
+            _CREATE,
+            [self._key(name, "meta"), f"{self._prefix}:topics", f"{self._prefix}:incarnation"],
+            [name, created_at, self._max_topics, os.urandom(3).hex()],
+        )
+        if result[0] == 0:
+            raise TopicExists(f"topic {name!r} already exists")
+        if result[0] == -1:
+            raise LimitExceeded(f"the broker has the maximum of {self._max_topics} topics")
+        return TopicInfo(name, self._epoch(result[1], self._run_id), created_at, 0, 0, 0)
+
+    async def delete_topic(self, name: str) -> None:
+        deleted = await self._script(
+            _DELETE,
+            [self._key(name, "meta"), self._key(name, "log"), f"{self._prefix}:topics"],
+            [name, self._channel(name), self._control],
+        )
+        if not deleted:
+            raise TopicNotFound(f"topic {name!r} does not exist")
+
+    async def topic(self, name: str) -> TopicInfo:
+        infos = await self._topics(name)
+        if not infos:
+            raise TopicNotFound(f"topic {name!r} does not exist")
+        return infos[0]
+
+    async def topics(self) -> list[TopicInfo]:
+        return sorted(await self._topics(""), key=lambda info: info.name)
+
+    async def _topics(self, name: str) -> list[TopicInfo]:
+        run_id, rows = await self._script(
+            _TOPICS, [], [self._prefix, now_ms(), REPORT_TTL_MS, name]
+        )
+        return [
+            TopicInfo(
+                row[0].decode(),
+                self._epoch(row[1], run_id),
+                int(row[3]),
+                int(row[2]),
+                int(row[4]),
+                int(row[5]),
+            )
+            for row in rows
+        ]
+
+    @staticmethod
+    def _epoch(inc: bytes | int, run_id: bytes | str) -> str:
+        inc_text = inc.decode() if isinstance(inc, bytes) else str(inc)
+        run = run_id.decode() if isinstance(run_id, bytes) else run_id
+        return f"{inc_text}-{run[:12]}"
+
+    # ---------------------------------------------------------------- messages
+
+    async def publish(self, topic: str, messages: list[Message]) -> Published:
+        ts = ts_now()
+        result = await self._script(
+            _PUBLISH,
+            [self._key(topic, "meta"), self._key(topic, "log")],
+            [self._max_messages, ts, self._channel(topic), *map(_encode, messages)],
+        )
+        if result[0] == 0:
+            raise TopicNotFound(f"topic {topic!r} does not exist")
+        return Published(int(result[0]), self._epoch(result[1], self._run_id), ts)
+
+    async def history(
+        self,
+        topic: str,
+        *,
+        last_n: int = 0,
+        since_offset: int | None = None,
+        epoch: str | None = None,
+    ) -> History:
+        if since_offset is not None:
+            args: list[Any] = ["since", since_offset, self._max_messages]
+        else:
+            args = ["last", min(last_n, self._max_messages)]
+        result = await self._script(
+            _HISTORY, [self._key(topic, "meta"), self._key(topic, "log")], args
+        )
+        if result[0] == 0:
+            raise TopicNotFound(f"topic {topic!r} does not exist")
+        _, inc, offset, run_id, entries = result
+        current = self._epoch(inc, run_id)
+        publications = [_publication(entry) for entry in entries]
+        if since_offset is None:
+            publications.reverse()  # XREVRANGE: newest first
+            return History(offset, current, None, publications)
+        missing = offset - since_offset
+        recovered = (
+            epoch == current
+            and missing >= 0
+            and len(publications) == missing
+            and (not publications or publications[0].offset == since_offset + 1)
+        )
+        return History(offset, current, recovered, publications if recovered else [])
+
+    # -------------------------------------------------------------- the feed
+
+    async def follow(self, topic: str) -> int | None:
+        follower = self._followers.get(topic)
+        if follower is not None and follower.ready:
+            follower.unsubscribe_at = None
+            return None  # still subscribed: the feed goes on without a break
+        assert self._subscriber is not None
+        async with self._subscriptions:
+            follower = self._followers.get(topic)
+            if follower is None:
+                follower = self._followers[topic] = _Follower()
+            follower.unsubscribe_at = None
+            try:
+                await self._call(
+                    self._subscriber.subscribe(
+                        {self._channel(topic)}, timeout_ms=int(self._timeout * 1000)
+                    )
+                )
+                # Subscribed first, then read where the topic stands: nothing
+                # published after this read can be missed.
+                result = await self._script(
+                    _HISTORY, [self._key(topic, "meta"), self._key(topic, "log")], ["last", 0]
+                )
+            except BaseException:
+                follower.unsubscribe_at = trio.current_time()
+                raise
+            if result[0] == 0:
+                follower.unsubscribe_at = trio.current_time()
+                raise TopicNotFound(f"topic {topic!r} does not exist")
+            follower.inc = bytes(result[1])
+            follower.offset = int(result[2])
+            follower.ready = True
+        self._poke(topic)
+        return follower.offset
+
+    def unfollow(self, topic: str) -> None:
+        follower = self._followers.get(topic)
+        if follower is not None:
+            follower.unsubscribe_at = trio.current_time() + LINGER
+
+    def _on_message(self, message: Any, context: object) -> None:
+        """glide's pub/sub callback (on the Trio thread): queue for the receiver."""
+        try:
+            self._inbox_send.send_nowait((bytes(message.channel), bytes(message.message)))
+        except trio.WouldBlock:
+            # The receiver is far behind: drop, and catch up from the streams.
+            self._resync_all = True
+
+    def _poke(self, topic: str) -> None:
+        """Make the receiver hand over what waited for ``topic`` to be ready."""
+        try:
+            self._inbox_send.send_nowait((self._channel(topic).encode(), b""))
+        except trio.WouldBlock:
+            self._resync_all = True
+
+    async def _receive(self) -> None:
+        """The one task that hands the feed to the node, in order."""
+        async for channel, data in self._inbox:
+            try:
+                if self._resync_all:
+                    await self._catch_up_all()
+                if channel == self._control.encode():
+                    self._on_control(data)
+                    continue
+                topic = self._topic_of(channel)
+                follower = self._followers.get(topic) if topic else None
+                if topic is None or follower is None:
+                    continue
+                if not follower.ready:
+                    if data:
+                        self._hold(follower, data)
+                    continue
+                pending, follower.pending = follower.pending, []
+                for waiting in pending:
+                    await self._apply(topic, follower, waiting)
+                if data:
+                    await self._apply(topic, follower, data)
+            except Unavailable:
+                # Redis went away while repairing: the watcher catches up later.
+                self._resync_all = True
+
+    def _hold(self, follower: _Follower, data: bytes) -> None:
+        if len(follower.pending) >= MAX_PENDING:
+            # Everything held is in the stream: catching up reads it again.
+            follower.pending.clear()
+        follower.pending.append(data)
+
+    async def _apply(self, topic: str, follower: _Follower, data: bytes) -> None:
+        """Hand one channel message to the node, repairing a gap before it."""
+        feed = self._feed
+        assert feed is not None
+        if data[:1] == b"D":
+            _, inc, last_text = data.split(b" ")
+            if inc == follower.inc:
+                missed = int(last_text) - follower.offset
+                if missed > 0:  # the stream is gone with the topic
+                    feed.on_gap(topic, missed)
+                self._forget(topic)
+            return
+        _, inc, first_text, ts, body = data.split(b" ", 4)
+        if inc != follower.inc:
+            # A new incarnation: the one this node followed was deleted.
+            self._forget(topic)
+            return
+        first = int(first_text)
+        messages = _messages_decoder.decode(body)
+        last = first + len(messages) - 1
+        if last <= follower.offset:
+            return  # already handed over (repaired from the stream)
+        if first > follower.offset + 1:
+            follower.ready = False
+            follower.pending.insert(0, data)
+            await self._catch_up(topic, follower, first - 1)
+            return
+        skip = follower.offset + 1 - first
+        ts_text = ts.decode()
+        publications = [
+            Publication(first + index, ts_text, message)
+            for index, message in enumerate(messages)
+            if index >= skip
+        ]
+        follower.offset = last
+        feed.on_publications(topic, publications)
+
+    async def _catch_up(self, topic: str, follower: _Follower, until: float = math.inf) -> None:
+        """Read what the feed missed from the stream and hand it over; then the
+        messages held meanwhile. ``until``: the newest offset known to be needed."""
+        feed = self._feed
+        assert feed is not None
+        follower.ready = False
+        # The stream holds at most MAX_MESSAGES_PER_TOPIC entries: this read is bounded.
+        upper = _NEWEST if until == math.inf else int(until)
+        result = await self._script(
+            _HISTORY,
+            [self._key(topic, "meta"), self._key(topic, "log")],
+            ["range", follower.offset + 1, max(upper, follower.offset)],
+        )
+        newest = int(result[2]) if result[0] else 0
+        if result[0] == 0 or bytes(result[1]) != follower.inc or newest < follower.offset:
+            # Deleted (and maybe re-created) meanwhile, or Redis lost data: offsets
+            # this node handed over would be reused. Either way the incarnation
+            # the subscribers knew is gone.
+            self._forget(topic)
+            return
+        publications = [_publication(entry) for entry in result[4]]
+        target = newest if until == math.inf else min(int(until), newest)
+        if target > follower.offset:
+            first = publications[0].offset if publications else target + 1
+            if first > follower.offset + 1:
+                feed.on_gap(topic, first - follower.offset - 1)
+            follower.offset = publications[-1].offset if publications else target
+            if publications:
+                feed.on_publications(topic, publications)
+        follower.ready = True
+        pending, follower.pending = follower.pending, []
+        for waiting in pending:
+            await self._apply(topic, follower, waiting)
+
+    async def _catch_up_all(self) -> None:
+        self._resync_all = False
+        for topic, follower in list(self._followers.items()):
+            if self._followers.get(topic) is follower and (follower.ready or follower.pending):
+                await self._catch_up(topic, follower)
+        log.info("caught up %d followed topics from their streams", len(self._followers))
+
+    def _forget(self, topic: str) -> None:
+        """The followed incarnation is gone: tell the node, stop following."""
+        follower = self._followers.get(topic)
+        if follower is not None:
+            follower.ready = False
+            follower.pending.clear()
+            follower.unsubscribe_at = trio.current_time()
+        if self._feed is not None:
+            self._feed.on_topic_deleted(topic)
+
+    def _on_control(self, data: bytes) -> None:
+        kind, first, second = data.split(b" ", 2)
+        if kind == b"H" and first.decode() == self._node_id:
+            seq = int(second)
+            if self._heartbeat_seen and seq != self._heartbeat_seen + 1:
+                self._resync_all = True  # heartbeats were lost: so may messages
+            self._heartbeat_seen = seq
+            self._heartbeat_at = trio.current_time()
+        elif kind == b"D":
+            topic = first.decode()
+            if topic not in self._followers and self._feed is not None:
+                # A node that does not follow the topic may still hold its actor.
+                self._feed.on_topic_deleted(topic)
+
+    # ------------------------------------------------------------ housekeeping
+
+    async def _check(self) -> bool:
+        """Ask Redis who it is; notice it going away and coming back."""
+        assert self._client is not None
+        was = self._available
+        try:
+            info = await self._call(self._client.custom_command(["INFO", "server"]))
+        except (Unavailable, InternalError):
+            return False
+        text = bytes(info).decode() if isinstance(info, bytes | bytearray) else str(info)
+        run_id = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in text.splitlines()
+                if line.startswith("run_id:")
+            ),
+            "",
+        )
+        restarted = bool(self._run_id) and run_id != self._run_id
+        self._run_id = run_id
+        self._available = True
+        if not was or restarted:
+            if self._run_id and (restarted or self._heartbeat_at):
+                log.warning("Redis is back%s", " (restarted)" if restarted else "")
+            self._resync_all = True
+            self._poke_control()
+        return True
+
+    def _poke_control(self) -> None:
+        try:
+            self._inbox_send.send_nowait((self._control.encode(), b"X - -"))
+        except trio.WouldBlock:
+            self._resync_all = True
+
+    async def _watch(self) -> None:
+        """Heartbeats on the control channel, and Redis's availability."""
+        assert self._client is not None
+        for seq in itertools.count(1):
+            await trio.sleep(HEARTBEAT)
+            if not await self._check():
+                continue
+            try:
+                await self._call(self._client.publish(f"H {self._node_id} {seq}", self._control))
+            except (Unavailable, InternalError):
+                continue
+            self._heartbeat_seq = seq
+            silent = trio.current_time() - self._heartbeat_at
+            if self._heartbeat_at and silent > 3 * HEARTBEAT and self._followers:
+                log.warning("own heartbeats missing for %.1f s: catching up", silent)
+                self._heartbeat_at = trio.current_time()
+                self._resync_all = True
+                self._poke_control()
+
+    async def _linger(self) -> None:
+        """Unsubscribe from topics whose last local subscriber left a while ago."""
+        assert self._subscriber is not None
+        while True:
+            await trio.sleep(LINGER / 4)
+            now = trio.current_time()
+            for topic, follower in list(self._followers.items()):
+                if follower.unsubscribe_at is None or follower.unsubscribe_at > now:
+                    continue
+                async with self._subscriptions:
+                    if self._followers.get(topic) is not follower:
+                        continue
+                    if follower.unsubscribe_at is None or follower.unsubscribe_at > now:
+                        continue
+                    del self._followers[topic]
+                    # On failure the subscription is gone with the connection anyway.
+                    with contextlib.suppress(Unavailable, InternalError):
+                        await self._call(
+                            self._subscriber.unsubscribe(
+                                {self._channel(topic)}, timeout_ms=int(self._timeout * 1000)
+                            )
+                        )
+
+    async def _report(self) -> None:
+        """This node's subscriber counts, for cluster-wide ``/topics``."""
+        while True:
+            feed = self._feed
+            if feed is not None and self._available:
+                counts = [
+                    item
+                    for topic, count in feed.subscriber_counts().items()
+                    if count
+                    for item in (topic, count)
+                ]
+                with contextlib.suppress(Unavailable, InternalError):
+                    await self._script(
+                        _REPORT,
+                        [f"{self._prefix}:node:{self._node_id}:subs", f"{self._prefix}:nodes"],
+                        [self._node_id, now_ms(), REPORT_TTL_MS, *counts],
+                    )
+            await trio.sleep(REPORT_EVERY)
+
+
+def _publication(entry: Any) -> Publication:
+    """A stream entry ``[b"<offset>-0", [b"m", message, b"t", ts]]`` as a Publication."""
+    entry_id, fields = entry
+    values = dict(zip(fields[::2], fields[1::2], strict=True))
+    offset = int(bytes(entry_id).split(b"-", 1)[0])
+    message = msgspec.json.decode(values[b"m"], type=Message)
+    return Publication(offset, bytes(values[b"t"]).decode(), message)
