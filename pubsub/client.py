@@ -36,7 +36,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final, Literal
 
@@ -212,7 +212,7 @@ class Client:
 
     def __init__(
         self,
-        url: str,
+        urls: Sequence[str],
         *,
         client_id: str,
         api_key: str | None,
@@ -221,9 +221,15 @@ class Client:
         backoff_max: float,
         buffer: int,
     ) -> None:
-        self.url = url
+        if not urls:
+            raise ValueError("open_client needs at least one URL")
+        #: Every endpoint; the client moves to the next one when it reconnects.
+        self.urls = tuple(urls)
+        self._url_index = 0
         self.client_id = client_id
         self.connection_id: str | None = None
+        #: The node serving the connection (a cluster names each node).
+        self.node_id: str | None = None
         self._headers = [(b"X-API-Key", api_key.encode())] if api_key else []
         self._reconnect = reconnect
         self._backoff_initial = backoff_initial
@@ -238,6 +244,11 @@ class Client:
         #: Times the client has reconnected after losing its connection.
         self.reconnects = 0
         self._attempt = 0
+
+    @property
+    def url(self) -> str:
+        """The endpoint in use (or tried next)."""
+        return self.urls[self._url_index]
 
     # ------------------------------------------------------------------ requests
 
@@ -364,8 +375,13 @@ class Client:
     # -------------------------------------------------------------- connection
 
     async def _run(self, task_status: trio.TaskStatus[None]) -> None:
-        """Connect; on loss, reconnect with backoff and resubscribe (forever)."""
+        """Connect; on loss, reconnect with backoff and resubscribe (forever).
+
+        The first connection tries each URL in turn; every reconnect moves on to
+        the next URL, so a client of a node that died resumes on another.
+        """
         first = True
+        unreachable: list[str] = []
         while True:
             try:
                 async with (
@@ -388,27 +404,40 @@ class Client:
                 error: Exception
                 if exc.status_code == 401:
                     error = error_for(ErrorCode.UNAUTHORIZED, "the server refused the API key")
+                    if first:
+                        raise error from None
                 else:
                     error = ServerUnreachable(f"handshake refused with HTTP {exc.status_code}")
-                if first:
-                    raise error from None
-                log.warning("reconnect refused: %s", error)
+                    if first:
+                        self._first_attempt_failed(unreachable, str(error))
+                        continue
+                log.warning("reconnect to %s refused: %s", self.url, error)
             except (OSError, HandshakeError, ConnectionClosed) as exc:
                 if first:
                     # trio-websocket's HandshakeError says nothing; its cause says why.
                     reason = str(exc) or str(exc.__cause__ or exc.__context__ or repr(exc))
-                    raise ServerUnreachable(f"cannot connect to {self.url}: {reason}") from None
-                log.info("connection lost: %r", exc)
+                    self._first_attempt_failed(unreachable, reason)
+                    continue
+                log.info("connection to %s lost: %r", self.url, exc)
             finally:
                 self._on_disconnect()
             if self._closed or not self._reconnect:
                 self._give_up()
                 return
+            self._url_index = (self._url_index + 1) % len(self.urls)
             # Reset only by a welcome frame: a server that accepts and then closes
             # at once (MAX_CONNECTIONS, 1013) must not cause a reconnect storm.
             self._attempt += 1
             delay = min(self._backoff_max, self._backoff_initial * 2 ** (self._attempt - 1))
             await trio.sleep(delay * random.uniform(0.5, 1.0))
+
+    def _first_attempt_failed(self, failures: list[str], reason: str) -> None:
+        """The first connection to the current URL failed: move on to the next one,
+        or raise ``ServerUnreachable`` once every URL failed."""
+        failures.append(f"{self.url}: {reason}")
+        if len(failures) == len(self.urls):
+            raise ServerUnreachable("cannot connect to " + "; ".join(failures)) from None
+        self._url_index = (self._url_index + 1) % len(self.urls)
 
     def _give_up(self) -> None:
         """Not reconnecting: waiting requests and subscriptions end with ConnectionLost."""
@@ -488,6 +517,7 @@ class Client:
                         log.warning("server error: %s", error)
                 case Info(msg="connected"):
                     self.connection_id = frame.connection_id
+                    self.node_id = frame.node_id
                     self._attempt = 0
                 case Info(msg="topic_deleted", topic=str(topic)):
                     subscription = self._subscriptions.get(topic)
@@ -515,7 +545,7 @@ class Client:
 
 @asynccontextmanager
 async def open_client(
-    url: str,
+    url: str | Sequence[str],
     *,
     client_id: str | None = None,
     api_key: str | None = None,
@@ -527,7 +557,9 @@ async def open_client(
     """Connect to a trio-pubsub server for the duration of the block.
 
     Args:
-        url: The WebSocket endpoint, e.g. ``ws://127.0.0.1:3000/ws``.
+        url: The WebSocket endpoint, e.g. ``ws://127.0.0.1:3000/ws``, or several
+            (the nodes of a cluster): the first reachable one is used, and each
+            reconnect moves on to the next, resuming every subscription there.
         client_id: Label shown in the server's stats and logs (default: random).
         api_key: Sent as ``X-API-Key`` when the server requires one.
         reconnect: Reconnect (and resume subscriptions) when the connection drops.
@@ -540,7 +572,7 @@ async def open_client(
         PubSubError: ``Unauthorized`` when the API key is refused.
     """
     client = Client(
-        url,
+        (url,) if isinstance(url, str) else tuple(url),
         client_id=client_id or f"py-{uuid.uuid4().hex[:8]}",
         api_key=api_key,
         reconnect=reconnect,

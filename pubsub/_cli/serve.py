@@ -19,6 +19,7 @@ from .._server.server import Server
 from .._settings import FIELD_NAMES, Settings, SettingsError, describe
 from .._version import __version__
 from .commands import add_commands, run_command
+from .supervisor import WORKER_ENV, Supervisor, watch_parent
 
 
 class _JsonFormatter(logging.Formatter):
@@ -79,11 +80,13 @@ def load_settings(args: argparse.Namespace, environ: dict[str, str]) -> Settings
     return Settings.from_env(environ).replace(**flags)
 
 
-async def _serve(settings: Settings) -> None:
-    server = Server(settings)
+async def _serve(settings: Settings, worker: bool) -> None:
+    server = Server(settings, reuse_port=worker)
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             nursery.start_soon(_watch_signals, signals, server, nursery.cancel_scope)
+            if worker:
+                nursery.start_soon(watch_parent, os.getppid(), server.shutdown)
             await server.serve()
             nursery.cancel_scope.cancel()
 
@@ -112,16 +115,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(args, dict(os.environ))
     except SettingsError as exc:
         parser.exit(2, f"trio-pubsub: error: {exc}\n")
+    if settings.workers > 1 and settings.engine == "memory":
+        parser.exit(
+            2,
+            "trio-pubsub: error: WORKERS: more than one worker needs ENGINE=redis "
+            "(with the memory engine each worker would have topics of its own)\n",
+        )
+    worker = os.environ.get(WORKER_ENV)
+    if worker is not None and settings.node_id is not None:
+        settings = settings.replace(node_id=f"{settings.node_id}-w{worker}")
     configure_logging(settings)
-    logging.getLogger("pubsub.server").info(
-        "trio-pubsub %s starting with %s",
+    log = logging.getLogger("pubsub.server")
+    log.info(
+        "trio-pubsub %s starting%s (pid %d) with %s",
         __version__,
+        f" as worker {worker}" if worker else "",
+        os.getpid(),
         msgspec.json.encode(settings.public()).decode(),
     )
     failed = False
     try:
-        trio.run(_serve, settings)
+        if settings.workers > 1 and worker is None:
+            raw = list(sys.argv[1:] if argv is None else argv)
+            trio.run(Supervisor(settings, raw[raw.index("serve") + 1 :]).run)
+        else:
+            trio.run(_serve, settings, worker is not None)
     except* OSError as group:  # e.g. the port is taken
-        logging.getLogger("pubsub.server").error("cannot serve: %s", group.exceptions[0])
+        log.error("cannot serve: %s", group.exceptions[0])
         failed = True
     return 1 if failed else 0

@@ -302,12 +302,14 @@ class TopicActor:
                 since_offset=command.since_offset,
                 epoch=command.epoch,
             )
-        except PubSubError as exc:
-            session.send_error(exc, command.request_id)
-            return
-        finally:
+        except BaseException as exc:
             self._seen = None
             self._unfollow_if_unused()
+            if not isinstance(exc, PubSubError):
+                raise
+            session.send_error(exc, command.request_id)
+            return
+        self._seen = None
         if session.close_reason is not None:
             self._unfollow_if_unused()
             return  # closed while the engine answered

@@ -243,12 +243,14 @@ def parse_redis_url(url: str) -> tuple[NodeAddress, bool, int, ServerCredentials
 class _Follower:
     """This node's feed of one topic."""
 
-    __slots__ = ("inc", "offset", "pending", "ready", "unsubscribe_at")
+    __slots__ = ("inc", "offset", "pending", "ready", "seeded", "unsubscribe_at")
 
     def __init__(self) -> None:
-        #: The incarnation and the last offset handed to the node (when ready).
+        #: The incarnation and the last offset handed to the node (once seeded).
         self.inc = b""
         self.offset = 0
+        #: Set by ``follow`` once it read where the topic stands.
+        self.seeded = False
         #: False until seeded by ``follow``, and while catching up after a break:
         #: messages wait in ``pending`` meanwhile.
         self.ready = False
@@ -505,7 +507,7 @@ class RedisEngine:
 
     async def follow(self, topic: str) -> int | None:
         follower = self._followers.get(topic)
-        if follower is not None and follower.ready:
+        if follower is not None and follower.seeded:
             follower.unsubscribe_at = None
             return None  # still subscribed: the feed goes on without a break
         assert self._subscriber is not None
@@ -533,7 +535,7 @@ class RedisEngine:
                 raise TopicNotFound(f"topic {topic!r} does not exist")
             follower.inc = bytes(result[1])
             follower.offset = int(result[2])
-            follower.ready = True
+            follower.seeded = follower.ready = True
         self._poke(topic)
         return follower.offset
 
@@ -663,15 +665,16 @@ class RedisEngine:
     async def _catch_up_all(self) -> None:
         self._resync_all = False
         for topic, follower in list(self._followers.items()):
-            if self._followers.get(topic) is follower and (follower.ready or follower.pending):
+            if self._followers.get(topic) is follower and follower.seeded:
                 await self._catch_up(topic, follower)
-        log.info("caught up %d followed topics from their streams", len(self._followers))
+        if self._followers:
+            log.info("caught up %d followed topics from their streams", len(self._followers))
 
     def _forget(self, topic: str) -> None:
         """The followed incarnation is gone: tell the node, stop following."""
         follower = self._followers.get(topic)
         if follower is not None:
-            follower.ready = False
+            follower.seeded = follower.ready = False
             follower.pending.clear()
             follower.unsubscribe_at = trio.current_time()
         if self._feed is not None:
@@ -733,6 +736,8 @@ class RedisEngine:
             await trio.sleep(HEARTBEAT)
             if not await self._check():
                 continue
+            if self._resync_all:
+                self._poke_control()  # a catch-up failed: the receiver tries again
             try:
                 await self._call(self._client.publish(f"H {self._node_id} {seq}", self._control))
             except (Unavailable, InternalError):

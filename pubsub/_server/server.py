@@ -41,6 +41,8 @@ from .transport import run_keepalive, serve_websocket
 
 log = logging.getLogger("pubsub.server")
 
+#: Pending connections a listener queues (trio's default for its own listeners).
+LISTEN_BACKLOG: Final = 0xFFFF
 #: The largest request head the dispatcher reads before handing the
 #: connection to hypercorn, which then answers an oversized head itself.
 MAX_HEAD: Final = 65536
@@ -48,6 +50,22 @@ _UNAVAILABLE: Final = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
     b"connection: close\r\ncontent-length: %d\r\n\r\n"
 )
+
+
+async def reuse_port_listener(host: str, port: int) -> trio.SocketListener:
+    """A listener on ``host:port`` that other processes may bind too (SO_REUSEPORT):
+    the kernel spreads new connections over all of them."""
+    family = (await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM))[0][0]
+    sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
+        await sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketListener(sock)
 
 
 class _PrefixedStream(trio.abc.HalfCloseableStream):
@@ -125,17 +143,21 @@ class Server:
     Args:
         settings: Every setting.
         engine: What is cluster-wide; by default the engine ``settings`` name.
+        reuse_port: Bind with ``SO_REUSEPORT`` (the workers of ``--workers N``).
 
     Attributes:
         port: The port actually bound (after ``serve`` has started).
         node: This process's node (after ``serve`` has started).
     """
 
-    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+    def __init__(
+        self, settings: Settings, engine: Engine | None = None, *, reuse_port: bool = False
+    ) -> None:
         if settings.node_id is None:
             settings = settings.replace(node_id=default_node_id())
         self.settings = settings
         self.engine = engine or make_engine(settings)
+        self.reuse_port = reuse_port
         self.port = 0
         self.state = ServerState()
         self._node: Node | None = None
@@ -188,7 +210,10 @@ class Server:
         task_status: trio.TaskStatus[Server],
     ) -> None:
         settings = self.settings
-        listeners = await trio.open_tcp_listeners(settings.port, host=settings.host)
+        if self.reuse_port:
+            listeners = [await reuse_port_listener(settings.host, settings.port)]
+        else:
+            listeners = await trio.open_tcp_listeners(settings.port, host=settings.host)
         self.port = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as services:

@@ -256,3 +256,39 @@ async def test_without_reconnect_a_lost_connection_ends_requests_and_subscriptio
                 await take(sub, 1)
             with pytest.raises(ConnectionLost):
                 await client.publish("t", 2)
+
+
+async def test_several_urls_first_reachable_one_is_used() -> None:
+    async with running(node_id="live") as server:
+        port = server.port
+        async with running() as other:
+            dead = f"ws://127.0.0.1:{other.port}/ws"
+        async with open_client([dead, url(server)]) as client:
+            assert client.url == url(server)
+            assert client.node_id == "live"
+            assert await client.ping() > 0
+    with pytest.raises(ServerUnreachable) as unreachable:
+        async with open_client([dead, f"ws://127.0.0.1:{port}/ws"]):
+            pass
+    # The message names every endpoint it tried.
+    assert dead in str(unreachable.value) and str(port) in str(unreachable.value)
+
+
+async def test_reconnect_moves_on_to_the_next_url() -> None:
+    async with running(node_id="first") as first, running(node_id="second") as second:
+        await create_topics(first, "t")
+        await create_topics(second, "t")
+        urls = [url(first), url(second)]
+        async with (
+            open_client(urls, backoff_initial=0.01, backoff_max=0.05) as client,
+            client.subscribe("t") as sub,
+        ):
+            assert client.node_id == "first"
+            drop_connection(first, client.connection_id)
+            # Separate memory engines: the resume cannot recover, and says so.
+            [gap] = await take(sub, 1)
+            assert isinstance(gap, Gap) and gap.reason == "not_recovered"
+            assert (client.url, client.node_id) == (urls[1], "second")
+            await client.publish("t", "on the second node")
+            [event] = await take(sub, 1)
+            assert isinstance(event, Event) and event.payload == "on the second node"

@@ -38,6 +38,12 @@ class RecordingFeed:
     def on_topic_deleted(self, topic: str) -> None:
         self.calls.append(("deleted", topic, []))
 
+    def on_gap(self, topic: str, missed: int) -> None:
+        raise AssertionError("the memory engine's feed never breaks")
+
+    def subscriber_counts(self) -> dict[str, int]:
+        return {}
+
     def publications(self, topic: str) -> list[Publication]:
         return [
             pub
@@ -84,6 +90,7 @@ def test_memory_engine_implements_the_interfaces() -> None:
     engine: Engine = MemoryEngine(max_topics=1, max_messages=1)
     feed: Feed = RecordingFeed()
     assert engine.kind == "memory"
+    assert engine.available
     assert feed is not None
 
 
