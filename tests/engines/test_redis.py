@@ -78,7 +78,7 @@ async def cluster(
     *node_ids: str,
     max_topics: int = 100,
     max_messages: int = 100,
-    timeout: float = 1.0,
+    redis_timeout: float = 1.0,
 ) -> AsyncIterator[list[Node]]:
     """One node per id, each with its own engine on the same Redis and prefix."""
     async with AsyncExitStack() as stack:
@@ -92,7 +92,7 @@ async def cluster(
                         node_id,
                         max_topics=max_topics,
                         max_messages=max_messages,
-                        timeout=timeout,
+                        timeout=redis_timeout,
                     ),
                 )
             )
@@ -101,24 +101,29 @@ async def cluster(
         yield nodes
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = RECONNECT) -> None:
+async def eventually(check: Callable[[], Awaitable[bool]], guard: float = RECONNECT) -> None:
     """Poll ``check`` until it holds.
 
     Only for state that changes outside this test's control, where there is no event to
     wait on: a redis-server process coming back and glide reconnecting to it, or the
     engine's periodic subscriber-count report. Never for our own tasks.
     """
-    with trio.fail_after(timeout):
+    with trio.fail_after(guard):
         for _ in itertools.count():
             if await check():
                 return
             await trio.sleep(POLL)
 
 
+def is_available(node: Node) -> bool:
+    """Whether the node's engine says Redis can be reached (``/health``)."""
+    return node.engine.available
+
+
 def available(*nodes: Node) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         await trio.lowlevel.checkpoint()
-        return all(node.engine.available for node in nodes)
+        return all(map(is_available, nodes))
 
     return check
 
@@ -150,22 +155,23 @@ class Client:
             self.session.send_error(exc, fields.get("request_id"))
 
     async def until(
-        self, predicate: Callable[[list[Frame]], bool], timeout: float = WAIT
+        self, predicate: Callable[[list[Frame]], bool], guard: float = WAIT
     ) -> list[Frame]:
-        """Take what the session is sent until ``predicate(self.frames)`` holds."""
-        with trio.fail_after(timeout):
+        """Take what the session is sent until ``predicate(self.frames)`` holds
+        (``guard``: seconds before giving up, against a hang)."""
+        with trio.fail_after(guard):
             while not predicate(self.frames):
                 batch = await self.session.next_batch()  # parks until frames are queued
                 assert batch or self.session.is_open, "the session was closed"
                 self.frames.extend(msgspec.json.decode(frame) for frame in batch)
         return self.frames
 
-    async def request(self, fields: dict[str, Any], timeout: float = WAIT) -> Frame:
+    async def request(self, fields: dict[str, Any], guard: float = WAIT) -> Frame:
         """Send a request with a new ``request_id``; the ack or error answering it."""
         request_id = f"r{next(self._request_ids)}"
         await self.send({**fields, "request_id": request_id})
-        frames = await self.until(lambda fs: answer(fs, request_id) is not None, timeout)
-        found = answer(frames, request_id)
+        frames = await self.until(lambda fs: answer_to(fs, request_id) is not None, guard)
+        found = answer_to(frames, request_id)
         assert found is not None
         return found
 
@@ -196,7 +202,7 @@ class Client:
         return self.frames[mark:]
 
 
-def answer(frames: list[Frame], request_id: str) -> Frame | None:
+def answer_to(frames: list[Frame], request_id: str) -> Frame | None:
     return next((f for f in frames if f.get("request_id") == request_id), None)
 
 
@@ -545,11 +551,9 @@ async def test_a_subscriber_on_another_node_gets_every_message_once_in_order(
         assert (ack["offset"], ack["epoch"]) == (0, (await a.topic("orders")).epoch)
 
         publisher = Client(a)
-        assert ack_offsets(await publisher.publish("orders", range(1, 201))) == list(
-            range(1, 201)
-        )
+        assert ack_offsets(await publisher.publish("orders", range(1, 201))) == list(range(1, 201))
         frames = await subscriber.until(has_offset(200))
-        assert frames[0] is not None and frames[0]["type"] == "ack"
+        assert frames[0]["type"] == "ack"
         assert frames[1:] == events(frames[1:])
         assert offsets(frames) == list(range(1, 201))
         assert ids(frames) == [f"m{n}" for n in range(1, 201)]
@@ -719,7 +723,7 @@ async def test_a_killed_pubsub_connection_loses_no_acknowledged_message(
             assert isinstance(killed, int) and killed >= 2
 
         # B's feed repairs what it missed from the stream (after glide reconnects).
-        frames = await subscriber.until(has_offset(total), timeout=RECONNECT)
+        frames = await subscriber.until(has_offset(total), guard=RECONNECT)
         assert frames[1:] == events(frames[1:])  # no messages_dropped
         assert offsets(frames) == list(range(1, total + 1))
         assert ids(frames) == [f"m{n}" for n in range(1, total + 1)]
@@ -756,7 +760,7 @@ async def test_messages_the_stream_no_longer_holds_are_reported_as_dropped(
 
         await eventually(feed_is_back)
         assert ack_offsets(await publisher.publish("orders", [24])) == [24]
-        await subscriber.until(has_offset(24), timeout=RECONNECT)
+        await subscriber.until(has_offset(24), guard=RECONNECT)
         assert ack_offsets(await publisher.publish("orders", [25])) == [25]
         await subscriber.until(has_offset(25))
 
@@ -780,7 +784,7 @@ async def test_while_redis_is_down_requests_are_unavailable_and_nothing_is_lost(
     restartable_redis: RedisServer, redis_prefix: str
 ) -> None:
     redis = restartable_redis
-    async with cluster(redis, redis_prefix, "A", "B", timeout=0.5) as (a, b):
+    async with cluster(redis, redis_prefix, "A", "B", redis_timeout=0.5) as (a, b):
         await a.create_topic("orders")
         await a.create_topic("spare")
         subscriber, publisher = Client(b), Client(a)
@@ -788,13 +792,13 @@ async def test_while_redis_is_down_requests_are_unavailable_and_nothing_is_lost(
         old_epoch = ack["epoch"]
         await publisher.publish("orders", range(1, 4))
         await subscriber.until(has_offset(3))
-        assert a.engine.available and b.engine.available
+        assert is_available(a) and is_available(b)
 
         redis.kill()  # SIGKILL: as a crash would
 
         answer = await publisher.request(publish_fields("orders", 99))
         assert error_code(answer) == "UNAVAILABLE"
-        assert not a.engine.available
+        assert not is_available(a)
         # B follows the topic already (its actor asks Redis for the history)...
         assert error_code(await Client(b).subscribe("orders")) == "UNAVAILABLE"
         # ...A has no actor for "spare" yet (it asks Redis whether the topic exists).
@@ -805,13 +809,13 @@ async def test_while_redis_is_down_requests_are_unavailable_and_nothing_is_lost(
             await b.delete_topic("orders")
         with pytest.raises(pubsub.Unavailable):
             await a.delete_topic("spare")
-        assert not b.engine.available
+        assert not is_available(b)
         assert subscriber.session.is_open and publisher.session.is_open
 
         redis.start()  # persisting: nothing is lost
         await eventually(available(a, b))
         assert ack_offsets(await publisher.publish("orders", [4, 5])) == [4, 5]
-        frames = await subscriber.until(has_offset(5), timeout=RECONNECT)
+        frames = await subscriber.until(has_offset(5), guard=RECONNECT)
         # The subscription outlived the outage: no topic_deleted, no drop, no duplicate.
         assert frames[1:] == events(frames[1:])
         assert offsets(frames) == [1, 2, 3, 4, 5]
@@ -836,7 +840,7 @@ async def test_a_redis_restart_that_lost_the_data_deletes_the_topics(
     restartable_redis: RedisServer, redis_prefix: str
 ) -> None:
     redis = restartable_redis
-    async with cluster(redis, redis_prefix, "A", "B", timeout=0.5) as (a, b):
+    async with cluster(redis, redis_prefix, "A", "B", redis_timeout=0.5) as (a, b):
         old = await a.create_topic("orders")
         subscriber, publisher = Client(b), Client(a)
         await subscriber.subscribe("orders")
@@ -846,7 +850,7 @@ async def test_a_redis_restart_that_lost_the_data_deletes_the_topics(
         redis.persist = False
         redis.restart()  # an empty Redis
 
-        frames = await subscriber.until(lambda fs: bool(infos(fs)), timeout=RECONNECT)
+        frames = await subscriber.until(lambda fs: bool(infos(fs)), guard=RECONNECT)
         assert offsets(frames) == [1, 2]
         assert [(f["msg"], f["topic"]) for f in infos(frames)] == [("topic_deleted", "orders")]
 
@@ -922,7 +926,7 @@ async def test_topics_count_the_subscribers_of_every_node(
 
             return check
 
-        await eventually(counted(3), timeout=WAIT + 2 * REPORT_EVERY)
+        await eventually(counted(3), guard=WAIT + 2 * REPORT_EVERY)
         # The counted subscribers are served, by both nodes.
         publisher = Client(a)
         await publisher.publish("orders", [1])
@@ -930,4 +934,4 @@ async def test_topics_count_the_subscribers_of_every_node(
             assert offsets(await subscriber.until(has_offset(1))) == [1]
 
         b.close_session(subscribers[2].session)
-        await eventually(counted(2), timeout=WAIT + 2 * REPORT_EVERY)
+        await eventually(counted(2), guard=WAIT + 2 * REPORT_EVERY)
