@@ -261,15 +261,23 @@ class Node:
         for actor in self._actors.values():
             actor.close()
 
-    async def stats(self) -> Stats:
-        """A snapshot of this node's statistics (topic figures from the engine)."""
+    async def stats(self, *, local: bool = False) -> Stats:
+        """A snapshot of this node's statistics, topic figures from the engine.
+
+        With ``local`` (the engine is unavailable) the topics are those this node
+        has actors for, with the newest offset it saw and nothing stored.
+        """
+        if local:
+            rows = [(name, actor.offset, 0) for name, actor in sorted(self._actors.items())]
+        else:
+            rows = [(info.name, info.offset, info.stored) for info in await self.engine.topics()]
         topics: dict[str, TopicStats] = {}
-        for info in await self.engine.topics():
-            actor = self._actors.get(info.name)
-            topics[info.name] = TopicStats(
-                messages=info.offset,
+        for name, offset, stored in rows:
+            actor = self._actors.get(name)
+            topics[name] = TopicStats(
+                messages=offset,
                 subscribers=len(actor.subscribers) if actor is not None else 0,
-                stored=info.stored,
+                stored=stored,
                 dropped=actor.dropped if actor is not None else 0,
             )
         counters = self.counters

@@ -201,7 +201,12 @@ def create_app(node: Node, state: ServerState, metrics: Metrics) -> QuartTrio:
 
     @app.get("/metrics")
     async def metrics_route() -> Response:
-        exposition = metrics.exposition(await node.stats())
+        # Scrapes go on during an engine outage, when they matter most.
+        try:
+            stats = await node.stats()
+        except Unavailable:
+            stats = await node.stats(local=True)
+        exposition = metrics.exposition(stats, engine_available=node.engine.available)
         return Response(exposition, content_type="text/plain; version=0.0.4")
 
     @app.websocket("/ws")

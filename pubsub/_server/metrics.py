@@ -61,6 +61,7 @@ class _StatsCollector(Collector):
     def __init__(self, counters: Counters) -> None:
         self.counters = counters
         self.stats: Stats | None = None
+        self.engine_available = True
 
     def collect(self) -> Iterator[Metric]:
         stats = self.stats
@@ -71,6 +72,11 @@ class _StatsCollector(Collector):
             "pubsub_connections", "Open WebSocket connections", value=stats.websocket.total_clients
         )
         yield GaugeMetricFamily("pubsub_topics", "Topics", value=stats.total_topics)
+        yield GaugeMetricFamily(
+            "pubsub_engine_available",
+            "1 while the engine (Redis) can be reached, else 0",
+            value=int(self.engine_available),
+        )
         yield GaugeMetricFamily(
             "pubsub_subscribers", "Subscriptions over all topics", value=stats.total_subscribers
         )
@@ -116,7 +122,8 @@ class Metrics:
         )
         self.sampler = LatencySampler(self.latency)
 
-    def exposition(self, stats: Stats) -> bytes:
+    def exposition(self, stats: Stats, *, engine_available: bool = True) -> bytes:
         """The Prometheus text exposition of every metric, counters from ``stats``."""
         self._collector.stats = stats
+        self._collector.engine_available = engine_available
         return generate_latest(self.registry)

@@ -211,6 +211,11 @@ async def test_redis_outage_is_unavailable_then_subscribers_catch_up(
             assert health.json()["engine"] == {"kind": "redis", "status": "unavailable"}
             created = await rest.post("/topics", json={"name": "other"})
             assert (created.status_code, created.json()["error"]) == (503, "UNAVAILABLE")
+            # Metrics go on during the outage, saying so.
+            metrics = await rest.get("/metrics")
+            assert metrics.status_code == 200
+            assert "pubsub_engine_available 0.0" in metrics.text
+            assert "pubsub_connections 2.0" in metrics.text
 
             restartable_redis.start()  # persisting: nothing was lost
             # Waits for the engine to notice an external process, not for our tasks.
