@@ -8,10 +8,14 @@ is stopped by its PID. CPU time and RSS come from ``/proc/PID`` when the PID is 
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import os
 import re
+import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +26,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench.loadgen import HOST, Proto
-from bench.procs import BenchError, Pinning, Processes, cpu_seconds, rss_kb
+from bench.procs import BenchError, Pinning, Processes, cpu_seconds, rss_kb, start_time
 
 PEERS: Final = ("redis", "nats")
 #: Heartbeats and idle timeouts out of the way (an hour, in ms).
@@ -92,6 +96,11 @@ class Server:
         """CPU seconds used so far (user + system), or None when the PID is unknown."""
         return None if self.pid is None else cpu_seconds(self.pid)
 
+    def cpu_parts(self) -> dict[str, float] | None:
+        """CPU seconds so far by part of the system under test (their sum is :meth:`cpu`),
+        or None when the server is one opaque process."""
+        return None
+
     def rss_kb(self) -> int | None:
         return None if self.pid is None else rss_kb(self.pid)
 
@@ -143,11 +152,18 @@ class PubSub(Server):
         if self.target is not None:
             wait_until(lambda: self.request("GET", "/health")[0] == 200, self.name, None, 10.0)
             return
-        script = beside_python("trio-pubsub")
-        if script is None:
-            raise BenchError("the trio-pubsub console script is not installed")
-        self.log_file = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
-        flags = {
+        self.launch(self.serve_flags())
+        pattern = re.compile(rb"listening on http://127\.0\.0\.1:(\d+)")
+
+        def port() -> int:
+            match = pattern.search(self.log())
+            return int(match.group(1)) if match else 0
+
+        self.port = wait_until(port, self.name, self.popen, 60.0)
+
+    def serve_flags(self) -> dict[str, object]:
+        """``trio-pubsub serve`` flags: limits out of the way, heartbeats quiet."""
+        return {
             "port": 0,
             "host": HOST,
             "max-queue-size": self.max_queue_size,
@@ -161,18 +177,25 @@ class PubSub(Server):
             # info: the only way to learn the port; nothing is logged per connection.
             "log-level": "info",
         }
+
+    def launch(self, flags: dict[str, object]) -> None:
+        """Start ``trio-pubsub serve`` pinned to the server core, its log in a temporary file."""
+        script = beside_python("trio-pubsub")
+        if script is None:
+            raise BenchError("the trio-pubsub console script is not installed")
+        self.log_file = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
         args = [*self.pinning.server(), script, "serve"]
         for flag, value in flags.items():
             args += [f"--{flag}", str(value)]
         self.popen = self.procs.start(args, stderr=self.log_file)
-        pattern = re.compile(rb"listening on http://127\.0\.0\.1:(\d+)")
 
-        def port() -> int:
-            self.log_file.seek(0)
-            match = pattern.search(self.log_file.read())
-            return int(match.group(1)) if match else 0
-
-        self.port = wait_until(port, self.name, self.popen, 60.0)
+    def log(self) -> bytes:
+        """The server's log so far. ``pread``: the server shares the file's offset, which a
+        seek here would move under its writes."""
+        if self.log_file is None:
+            return b""
+        fd = self.log_file.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0)
 
     def stop(self) -> None:
         super().stop()
@@ -210,6 +233,11 @@ class PubSub(Server):
 
     def dropped(self) -> int | None:
         return int(self.stats()["delivery"]["dropped"])
+
+    def cpu_parts(self) -> dict[str, float] | None:
+        """One node is the whole server."""
+        cpu = self.cpu()
+        return None if cpu is None else {"nodes": cpu}
 
     def clients(self) -> int:
         return int(self.stats()["websocket"]["total_clients"])
@@ -266,6 +294,131 @@ class Redis(Server):
         workdir = getattr(self, "workdir", None)
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+class PubSubCluster(PubSub):
+    """``trio-pubsub serve --workers K`` on the Redis engine, with a redis-server of its own.
+
+    The supervisor (whose workers inherit its affinity) and Redis are both pinned to the
+    server core, so that core is the whole system under test. The port comes from the
+    supervisor's log line; the server is up once K workers logged ``listening on``. CPU is
+    summed over the workers (PIDs from the supervisor's log) and Redis; :meth:`cpu_parts`
+    gives the two apart. Topics are created over REST on the shared port (they live in
+    Redis, so whichever worker answers, every worker sees them).
+    """
+
+    SUPERVISOR: Final = re.compile(
+        rb"supervisor \(pid \d+\): \d+ workers on http://127\.0\.0\.1:(\d+)"
+    )
+    WORKER: Final = re.compile(rb"worker (\d+) started \(pid (\d+)\)")
+    LISTENING: Final = b"listening on http://"
+
+    def __init__(
+        self, procs: Processes, pinning: Pinning, *, nodes: int, max_queue_size: int
+    ) -> None:
+        super().__init__(procs, pinning, max_queue_size=max_queue_size)
+        self.nodes = nodes
+        self.name = f"trio-pubsub redis x{nodes}"
+        self.redis = Redis(procs, pinning)
+        self.prefix = f"bench{secrets.token_hex(4)}"
+        #: Worker number -> (PID, start time): the processes measured, and stopped if the
+        #: supervisor leaves any behind.
+        self.workers: dict[int, tuple[int, int]] = {}
+
+    def start(self) -> None:
+        self.redis.start()
+        flags = {
+            **self.serve_flags(),
+            "workers": self.nodes,
+            "engine": "redis",
+            "redis-url": f"redis://{HOST}:{self.redis.port}/0",
+            "redis-prefix": self.prefix,
+        }
+        self.launch(flags)
+
+        def port() -> int:
+            match = self.SUPERVISOR.search(self.log())
+            return int(match.group(1)) if match else 0
+
+        self.port = wait_until(port, f"{self.name} supervisor", self.popen, 60.0)
+
+        def listening() -> bool:
+            self.track()
+            return (
+                self.log().count(self.LISTENING) >= self.nodes and len(self.workers) >= self.nodes
+            )
+
+        wait_until(listening, f"{self.name} workers", self.popen, 60.0)
+
+    def track(self) -> None:
+        """Note each worker's latest PID (and start time) from the supervisor's log."""
+        for number, pid in self.started().items():
+            if self.workers.get(number, (0, 0))[0] != pid:
+                started = start_time(pid)
+                if started is not None:
+                    self.workers[number] = (pid, started)
+
+    def started(self) -> dict[int, int]:
+        """Worker number -> PID of its latest start, from the supervisor's log."""
+        return {int(n): int(pid) for n, pid in self.WORKER.findall(self.log())}
+
+    def check_alive(self) -> None:
+        super().check_alive()
+        self.redis.check_alive()
+        latest = self.started()
+        for number, (pid, started) in self.workers.items():
+            if latest.get(number) != pid or start_time(pid) != started:
+                raise BenchError(f"{self.name}: worker {number} (pid {pid}) died")
+
+    def cpu_parts(self) -> dict[str, float] | None:
+        try:
+            nodes = sum(cpu_seconds(pid) for pid, _ in self.workers.values())
+            redis = cpu_seconds(self.redis.pid) if self.redis.pid is not None else 0.0
+        except OSError as exc:
+            raise BenchError(f"{self.name}: a process is gone ({exc})") from None
+        return {"nodes": nodes, "redis": redis}
+
+    def cpu(self) -> float | None:
+        parts = self.cpu_parts()
+        return None if parts is None else sum(parts.values())
+
+    def rss_kb(self) -> int | None:
+        pids = [pid for pid, _ in self.workers.values()]
+        if self.redis.pid is not None:
+            pids.append(self.redis.pid)
+        try:
+            return sum(rss_kb(pid) for pid in pids)
+        except OSError as exc:
+            raise BenchError(f"{self.name}: a process is gone ({exc})") from None
+
+    def dropped(self) -> int | None:
+        """Each node counts its own drops (``/stats``); one request reaches one node."""
+        return None
+
+    def stop(self) -> None:
+        """SIGTERM the supervisor (it drains and stops its workers), make sure no worker
+        outlives it (each by its PID, checked against its start time), then Redis."""
+        try:
+            if self.popen is not None:
+                self.procs.stop(self.popen, timeout=20.0)
+                self.popen = None
+            self.stop_workers()
+        finally:
+            super().stop()
+            self.redis.stop()
+
+    def stop_workers(self) -> None:
+        def left() -> list[int]:
+            return [pid for pid, started in self.workers.values() if start_time(pid) == started]
+
+        for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+            for pid in left():
+                with contextlib.suppress(OSError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + grace
+            while left() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        self.workers = {}
 
 
 class Nats(Server):

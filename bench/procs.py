@@ -130,6 +130,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def start_time(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks after boot, ``/proc/PID/stat`` field 22),
+    or None when there is no such process: with the PID, it names one process for good."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else int(fields[19])
+
+
 def rss_kb(pid: int) -> int:
     """VmRSS of process ``pid`` from ``/proc/PID/status``."""
     with open(f"/proc/{pid}/status", encoding="ascii") as status:

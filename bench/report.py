@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from bench.scenarios import Row
+from bench.scenarios import MEMORY_VARIANT, Row
 
 RESULTS_DIR: Final = Path(__file__).resolve().parent / "results"
 
@@ -46,6 +46,16 @@ FIGURES: Final[dict[str, list[Figure]]] = {
         ("check", lambda row: row["check"]),
         ("notes", lambda row: row["notes"] or None),
     ],
+    "cluster": [
+        ("server CPU us/delivery (nodes + Redis)", lambda row: row["us_per_delivery"]),
+        ("node CPU us/delivery", lambda row: row["node_us_per_delivery"]),
+        ("deliveries/s", lambda row: row["deliveries_per_s"] or None),
+        ("publishes/s (acknowledged)", lambda row: row["publishes_per_s"] or None),
+        ("latency p50 ms", _field("p50_ms")),
+        ("latency p99 ms", _field("p99_ms")),
+        ("loss check", lambda row: row["check"]),
+        ("notes", lambda row: row["notes"] or None),
+    ],
     "connect": [
         ("connections/s", lambda row: row["connects_per_s"]),
         (
@@ -68,6 +78,10 @@ TITLES: Final = {
     "slow": "paced, with and without one subscriber that stops reading",
     "idle": "connections held idle",
     "connect": "connection set-up (handshakes) per second",
+    "cluster": (
+        "memory engine vs K nodes on the Redis engine (Redis pinned to the server core too): "
+        "S subscribers spread over the nodes, one publisher flooding or paced"
+    ),
 }
 
 
@@ -267,4 +281,75 @@ def checklist(rows: Sequence[Row], ours: str) -> list[str]:
             f"{verdict(times <= 2.0)} slow: fast subscribers' p99 {stalled['p99_ms']:.3f} ms with "
             f"a stalled subscriber vs {quiet['p99_ms']:.3f} ms without ({times:.2f}x, target <= 2x)"
         )
+    lines += cluster_checklist(rows, ours)
+    return lines
+
+
+#: The issue's cluster targets on the 2-core development machine.
+CLUSTER_PUBLISHES: Final = 30_000
+CLUSTER_NODE_US: Final = 0.5
+CLUSTER_P99_MS: Final = 3.0
+CLUSTER_RATE: Final = 2_000
+
+
+def cluster_checklist(rows: Sequence[Row], ours: str) -> list[str]:
+    """The cluster targets, read from our rows on the Redis engine (variant ``redis
+    engine, K nodes``), the memory engine's value beside each."""
+    mine = [row for row in rows if row["scenario"] == "cluster" and row["server"] == ours]
+    clustered = [row for row in mine if row["variant"].startswith("redis engine")]
+    if not clustered:
+        return []
+
+    def memory(row: Row) -> Row | None:
+        return next(
+            (
+                other
+                for other in mine
+                if other["variant"] == MEMORY_VARIANT
+                and (other["param"], other["paced"]) == (row["param"], row["paced"])
+            ),
+            None,
+        )
+
+    def verdict(passed: bool) -> str:
+        return "PASS" if passed else "MISS"
+
+    def counts(row: Row) -> str:
+        return "" if row["exact"] else f"; loss check {row['check']}"
+
+    lines = []
+    for row in clustered:
+        where = f"cluster, {row['variant']}"
+        beside = memory(row)
+        if row["paced"] == 0 and row["param"] == 1:
+            rate = row["publishes_per_s"]
+            text = f"{rate:,.0f} msg/s acknowledged (target >= {CLUSTER_PUBLISHES:,})"
+            if beside is not None:
+                text += f", memory engine {beside['publishes_per_s']:,.0f}"
+            lines.append(
+                f"{verdict(rate >= CLUSTER_PUBLISHES)} {where}: single publisher, "
+                f"1 subscriber: {text}{counts(row)}"
+            )
+        elif row["paced"] == 0 and row["param"] == 1000 and row["node_us_per_delivery"]:
+            cost = row["node_us_per_delivery"]
+            text = f"{cost:.3f} us node CPU/delivery (target <= {CLUSTER_NODE_US:g})"
+            if row["us_per_delivery"] is not None:
+                text += f", {row['us_per_delivery']:.3f} with Redis"
+            if beside is not None and beside["us_per_delivery"] is not None:
+                text += f", memory engine {beside['us_per_delivery']:.3f}"
+            lines.append(
+                f"{verdict(cost <= CLUSTER_NODE_US)} {where}: 1,000 subscribers: "
+                f"{text}{counts(row)}"
+            )
+        elif row["paced"] and round(row["paced"] * row["param"]) == CLUSTER_RATE:
+            if row["p99_ms"] is None:
+                continue
+            p99 = row["p99_ms"]
+            text = f"p99 {p99:.3f} ms (target <= {CLUSTER_P99_MS:g} ms)"
+            if beside is not None and beside["p99_ms"] is not None:
+                text += f", memory engine {beside['p99_ms']:.3f} ms"
+            lines.append(
+                f"{verdict(p99 <= CLUSTER_P99_MS)} {where}: {CLUSTER_RATE:,} deliveries/s "
+                f"S={row['param']:,}: {text}{counts(row)}"
+            )
     return lines

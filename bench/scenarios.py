@@ -32,12 +32,16 @@ from bench.loadgen import (
     SubscriberConfig,
     SubscriberResult,
 )
-from bench.peers import PubSub, Server
+from bench.peers import PubSub, PubSubCluster, Server
 from bench.procs import LOAD_BOUND, BenchError, Pinning, Processes, Progress, Worker, pump
 
-NAMES: Final = ("fanout", "topics", "publishers", "latency", "slow", "idle", "connect")
+NAMES: Final = (
+    "fanout", "topics", "publishers", "latency", "slow", "idle", "connect", "cluster"
+)  # fmt: skip
 #: Outboxes never overflow in throughput runs: they measure delivery, not the drop policy.
 DEEP_QUEUE: Final = 100_000_000
+#: ``cluster``: the variant of our server's rows on the memory engine the runner started.
+MEMORY_VARIANT: Final = "memory engine"
 _unique = itertools.count(1)
 
 
@@ -56,6 +60,13 @@ class Options:
     slow_payload_bytes: int = 1024
     idle_counts: tuple[int, ...] = (1000, 10000)
     connect_count: int = 2000
+    #: ``cluster``: worker processes on the Redis engine, flooded runs' subscribers, paced
+    #: runs' subscribers and their deliveries/s, and the flooded runs' time budget.
+    cluster_nodes: int = 2
+    cluster_sizes: tuple[int, ...] = (1, 1000)
+    cluster_latency_sizes: tuple[int, ...] = (10, 100)
+    cluster_rate: int = 2_000
+    cluster_flood_seconds: float = 5.0
     #: Deliveries per fan-out run (N = this / S, within the bounds below).
     deliveries: int = 2_000_000
     min_messages: int = 200
@@ -92,10 +103,17 @@ class Row(TypedDict):
     acked: int
     publisher_errors: int
     us_per_delivery: float | None
+    #: The nodes' share of ``us_per_delivery`` (a cluster's workers without its Redis;
+    #: all of it for one trio-pubsub process; None for the peers).
+    node_us_per_delivery: float | None
     server_cpu_s: float | None
+    #: ``server_cpu_s`` by part of the system under test (``nodes``, ``redis``), if known.
+    cpu_parts: dict[str, float]
     server_busy: float | None
     deliveries_per_s: float
     publishes_per_s: float
+    #: Messages/s each publisher was paced at; 0 flooded.
+    paced: float
     p50_ms: float | None
     p90_ms: float | None
     p99_ms: float | None
@@ -115,10 +133,10 @@ def empty_row(scenario: str, server: Server, param: int, param_name: str) -> Row
         scenario=scenario, server=server.name, param=param, param_name=param_name, variant="",
         exact=True, check="", deliveries=0, expected=0, lost=0, duplicated=0, order_errors=0,
         closed=0, server_dropped=None, published=0, acked=0, publisher_errors=0,
-        us_per_delivery=None, server_cpu_s=None, server_busy=None, deliveries_per_s=0.0,
-        publishes_per_s=0.0, p50_ms=None, p90_ms=None, p99_ms=None, max_ms=None,
-        latency_samples=0, kb_per_connection=None, connections=0, connects_per_s=None,
-        window_s=0.0, load_busy={}, load_bound=False, notes="",
+        us_per_delivery=None, node_us_per_delivery=None, server_cpu_s=None, cpu_parts={},
+        server_busy=None, deliveries_per_s=0.0, publishes_per_s=0.0, paced=0.0, p50_ms=None,
+        p90_ms=None, p99_ms=None, max_ms=None, latency_samples=0, kb_per_connection=None,
+        connections=0, connects_per_s=None, window_s=0.0, load_busy={}, load_bound=False, notes="",
     )  # fmt: skip
 
 
@@ -215,7 +233,8 @@ class Bench:
             )
             server.check_alive()
             dropped_before = server.dropped()
-            cpu_before = server.cpu()
+            parts_before = server.cpu_parts()
+            cpu_before = server.cpu() if parts_before is None else sum(parts_before.values())
             start = time.monotonic()
             for worker in everyone:
                 worker.send("go")
@@ -249,7 +268,8 @@ class Bench:
                 f"{label}: the subscribers",
                 tick,
             )
-            cpu_after = server.cpu()
+            parts_after = server.cpu_parts()
+            cpu_after = server.cpu() if parts_after is None else sum(parts_after.values())
             window = time.monotonic() - start
             for worker in stalled:
                 worker.send("stop")
@@ -274,6 +294,7 @@ class Bench:
                 "publisher_errors": sum(result["errors"] for result in pub_results),
                 "window_s": window,
                 "connections": shape.subscribers,
+                "paced": shape.rate,
             }
         )
         if dropped_before is not None and dropped_after is not None:
@@ -283,6 +304,12 @@ class Bench:
             row["server_cpu_s"] = cpu
             row["server_busy"] = cpu / window
             row["us_per_delivery"] = cpu * 1e6 / deliveries if deliveries else None
+        if parts_before is not None and parts_after is not None:
+            row["cpu_parts"] = {
+                part: round(parts_after[part] - parts_before[part], 4) for part in parts_after
+            }
+            if deliveries and "nodes" in row["cpu_parts"]:
+                row["node_us_per_delivery"] = row["cpu_parts"]["nodes"] * 1e6 / deliveries
         first_ns = min(result["first_ns"] for result in pub_results)
         last_event = max(result["last_ns"] for result in sub_results)
         last_ack = max(result["last_ns"] for result in pub_results)
@@ -333,6 +360,10 @@ class Bench:
         parts = [label, row["check"]]
         if row["us_per_delivery"] is not None:
             parts.append(f"{row['us_per_delivery']:.3f} us/delivery")
+        if row["node_us_per_delivery"] is not None and len(row["cpu_parts"]) > 1:
+            parts.append(f"{row['node_us_per_delivery']:.3f} us/delivery on the nodes")
+        if row["paced"] == 0 and row["publishes_per_s"]:
+            parts.append(f"{row['publishes_per_s']:,.0f} publishes/s")
         if row["deliveries"]:
             parts.append(f"{row['deliveries_per_s']:,.0f} deliveries/s")
         if row["p99_ms"] is not None:
@@ -431,6 +462,81 @@ class Bench:
             row = self.pubsub_run(server, shape, "slow", label)
             row["variant"] = variant
             rows.append(self.finished(row, label))
+        return rows
+
+    def cluster(self, server: Server) -> list[Row]:
+        """The same shapes on our server's memory engine (the server the runner started)
+        and on ``cluster_nodes`` workers over the Redis engine (started here, with a Redis
+        of their own on the server core); both variants' rows carry our server's name, so
+        they share our column. A peer runs each shape once; its rows are copied to both
+        variants, so each of our lines has the peer's value beside it."""
+        opts = self.options
+        overlap = sorted(set(opts.cluster_sizes) & set(opts.cluster_latency_sizes))
+        if overlap:
+            raise BenchError(
+                f"cluster: {overlap} both flooded and paced subscribers; rows are told apart "
+                "by subscribers, so --cluster-sizes and --cluster-latency-sizes must differ"
+            )
+        clustered = f"redis engine, {opts.cluster_nodes} nodes"
+        if not isinstance(server, PubSub):
+            copies = []
+            for row in self.cluster_shapes(server, server.name):
+                for variant in (MEMORY_VARIANT, clustered):
+                    copy = row.copy()
+                    copy["variant"] = variant
+                    copies.append(copy)
+            return copies
+        if server.target is not None:
+            rows = self.cluster_shapes(server, server.name)
+            for row in rows:
+                row["variant"] = "--target"
+            self.progress.done(f"cluster: no {clustered} run beside --target {server.name}")
+            return rows
+        memory = self.cluster_shapes(server, f"{server.name} memory")
+        for row in memory:
+            row["variant"] = MEMORY_VARIANT
+        nodes = PubSubCluster(
+            self.procs, self.pinning, nodes=opts.cluster_nodes,
+            max_queue_size=server.max_queue_size,
+        )  # fmt: skip
+        try:
+            self.progress.show(f"cluster {nodes.name}: starting")
+            nodes.start()
+            redis = self.cluster_shapes(nodes, nodes.name)
+        finally:
+            nodes.stop()
+        for row in redis:
+            row["variant"] = clustered
+            row["server"] = server.name
+        return [row for pair in zip(memory, redis, strict=True) for row in pair]
+
+    def cluster_shapes(self, server: Server, name: str) -> list[Row]:
+        """A warm-up, then flooded runs (``cluster_sizes``; messages capped to what the
+        warm-up's publish rate fits in ``cluster_flood_seconds``), then paced runs at
+        ``cluster_rate`` deliveries/s (``cluster_latency_sizes``)."""
+        opts = self.options
+        cap = opts.max_messages
+        if opts.warmup:
+            warm = self.pubsub_run(server, Shape(10, messages=opts.warmup), "warmup", "warm-up")
+            if warm["publishes_per_s"]:
+                budget = round(warm["publishes_per_s"] * opts.cluster_flood_seconds)
+                cap = max(opts.min_messages, budget)
+        rows = []
+        for size in opts.cluster_sizes:
+            shape = Shape(
+                size, messages=min(cap, self.messages_for(size)),
+                payload_bytes=opts.payload_bytes,
+            )  # fmt: skip
+            label = f"cluster {name} S={size}"
+            rows.append(self.finished(self.pubsub_run(server, shape, "cluster", label), label))
+        for size in opts.cluster_latency_sizes:
+            per_s = opts.cluster_rate / size
+            shape = Shape(
+                size, messages=max(1, round(per_s * opts.latency_seconds)), rate=per_s,
+                mode="every", payload_bytes=opts.payload_bytes, warm=round(per_s * 0.5),
+            )  # fmt: skip
+            label = f"cluster {name} {opts.cluster_rate:,}/s S={size}"
+            rows.append(self.finished(self.pubsub_run(server, shape, "cluster", label), label))
         return rows
 
     def connect(self, server: Server) -> list[Row]:
@@ -559,4 +665,5 @@ RUNNERS: Final[dict[str, Callable[[Bench, Server], list[Row]]]] = {
     "slow": Bench.slow,
     "idle": Bench.idle,
     "connect": Bench.connect,
+    "cluster": Bench.cluster,
 }

@@ -1,4 +1,5 @@
-"""Smoke test of the end-to-end load harness at a tiny size, against our server only.
+"""Smoke test of the end-to-end load harness at a tiny size, against our server only
+(and, for ``cluster``, a redis-server: the cluster's own, and Redis as the peer).
 
 Seconds, not a benchmark: no timing assertions. It checks that every scenario runs,
 that the harness counts messages exactly, that it reports loss when the server drops
@@ -12,15 +13,17 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import _need_redis
 
 from bench import report
 from bench.__main__ import main as bench_main
-from bench.peers import PubSub
-from bench.procs import Processes, Progress, Worker, make_pinning, managed
-from bench.scenarios import DEEP_QUEUE, RUNNERS, Bench, Options, Row, Shape
+from bench.peers import PubSub, PubSubCluster, Redis
+from bench.procs import Processes, Progress, Worker, make_pinning, managed, start_time
+from bench.scenarios import DEEP_QUEUE, MEMORY_VARIANT, RUNNERS, Bench, Options, Row, Shape
 
 TINY = Options(
     fanout_sizes=(1, 3),
@@ -166,3 +169,74 @@ def test_cli_writes_tables_and_json(
     assert data["machine"]["cores"] and data["peers"] == []
     assert len(list(tmp_path.glob("*.png"))) == (0 if "matplotlib not" in out else 1)
     assert children() == before
+
+
+def test_cluster_counts_are_exact(procs: Processes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our server on the memory engine, then two workers on the Redis engine (a Supervisor
+    and a redis-server started by the scenario), then Redis as the peer: the same shapes,
+    exact counts on every row, the cluster's CPU in parts, no worker left behind."""
+    _need_redis()
+    workers: list[tuple[int, int]] = []
+    start = PubSubCluster.start
+
+    def start_and_note(cluster: PubSubCluster) -> None:
+        start(cluster)
+        workers.extend(cluster.workers.values())
+
+    monkeypatch.setattr(PubSubCluster, "start", start_and_note)
+    options = replace(
+        TINY, cluster_sizes=(1, 3), cluster_latency_sizes=(4,), cluster_rate=2000
+    )  # fmt: skip
+    pinning = make_pinning()
+    bench = Bench(options, procs, pinning, Progress())
+    rows: list[Row] = []
+    for server in (PubSub(procs, pinning, max_queue_size=DEEP_QUEUE), Redis(procs, pinning)):
+        server.start()
+        try:
+            rows += RUNNERS["cluster"](bench, server)
+        finally:
+            server.stop()
+    assert len(workers) == 2
+    assert all(start_time(pid) != started for pid, started in workers)  # all gone
+    clustered = "redis engine, 2 nodes"
+    ours = [row for row in rows if row["server"] == "trio-pubsub"]
+    peer = [row for row in rows if row["server"] == "redis"]
+    assert [(row["param"], row["variant"]) for row in ours] == [
+        (param, variant) for param in (1, 3, 4) for variant in (MEMORY_VARIANT, clustered)
+    ]
+    assert [(row["param"], row["variant"]) for row in peer] == [
+        (row["param"], row["variant"]) for row in ours
+    ]
+    for row in rows:
+        assert row["exact"], row
+        assert row["check"].startswith("ok ")
+        assert row["deliveries"] == row["expected"] > 0
+        assert row["lost"] == row["duplicated"] == row["order_errors"] == row["closed"] == 0
+        assert row["acked"] == row["published"]
+        assert row["us_per_delivery"] is not None
+        # Flooded runs sample latency on some chunks only; paced runs time every message.
+        assert row["p99_ms"] is not None or not row["paced"]
+    # Flooded: 300 deliveries each (S=1: 300 messages, S=3: 100); paced: 2,000
+    # deliveries/s to 4 subscribers for a second, the first half second warm-up.
+    assert [row["published"] for row in ours] == [300, 300, 100, 100, 500, 500]
+    assert [row["deliveries"] for row in ours] == [300, 300, 300, 300, 2000, 2000]
+    assert [row["latency_samples"] for row in ours[4:]] == [4 * 250, 4 * 250]
+    assert [row["paced"] for row in ours] == [0, 0, 0, 0, 500, 500]
+    for row in ours:
+        node_us = row["node_us_per_delivery"]
+        assert node_us is not None and row["us_per_delivery"] is not None
+        if row["variant"] == clustered:
+            assert set(row["cpu_parts"]) == {"nodes", "redis"}
+            assert row["server_dropped"] is None  # each node counts its own
+            assert node_us <= row["us_per_delivery"]
+        else:
+            assert set(row["cpu_parts"]) == {"nodes"}
+            assert row["server_dropped"] == 0
+    for row in peer:
+        assert row["cpu_parts"] == {} and row["node_us_per_delivery"] is None
+    table = report.markdown(rows, ["trio-pubsub", "redis"], [])
+    assert "### cluster" in table and "node CPU us/delivery" in table
+    assert f"subscribers=1, {clustered}" in table and "subscribers=1, memory engine" in table
+    lines = report.checklist(rows, "trio-pubsub")
+    assert [line.split(" ", 1)[0] in ("PASS", "MISS") for line in lines] == [True, True]
+    assert "single publisher" in lines[0] and "2,000 deliveries/s S=4" in lines[1]
