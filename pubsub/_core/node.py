@@ -114,6 +114,7 @@ class Node:
         if actor is None or not await actor.submit((None, command, 0.0)):
             raise TopicNotFound(f"topic {name!r} does not exist")
         await command.done.wait()
+        self._forget_if_deleted(name, actor)
         if command.error is not None:
             raise command.error
 
@@ -134,11 +135,20 @@ class Node:
         """Subscriptions on this node over all topics."""
         return sum(len(actor.subscribers) for actor in self._actors.values())
 
+    def _forget_if_deleted(self, name: str, actor: TopicActor) -> None:
+        if actor.deleted and self._actors.get(name) is actor:
+            del self._actors[name]
+
     async def _actor(self, name: str) -> TopicActor | None:
-        """The topic's actor on this node, started on first use; None if no such topic."""
+        """The topic's actor on this node, started on first use; None if no such topic.
+
+        An actor whose topic was deleted is replaced: the name may have a new
+        incarnation (engines whose feed is not synchronous tell the node later)."""
         actor = self._actors.get(name)
         if actor is not None:
-            return actor
+            if not actor.deleted:
+                return actor
+            self._forget_if_deleted(name, actor)
         if self.closed:
             return None
         try:
@@ -146,7 +156,7 @@ class Node:
         except TopicNotFound:
             return None
         actor = self._actors.get(name)  # another task may have started it meanwhile
-        if actor is None:
+        if actor is None or actor.deleted:
             actor = self._actors[name] = TopicActor(
                 info,
                 engine=self.engine,
@@ -247,7 +257,9 @@ class Node:
             return
         assert not isinstance(frame, Ping)
         session.client_id = frame.client_id
-        actor = self._actors.get(frame.topic) or await self._actor(frame.topic)
+        actor = self._actors.get(frame.topic)
+        if actor is None or actor.deleted:
+            actor = await self._actor(frame.topic)
         if actor is None or not await actor.submit((session, frame, received_at)):
             session.send_error(
                 TopicNotFound(f"topic {frame.topic!r} does not exist"), frame.request_id

@@ -79,6 +79,8 @@ T = TypeVar("T")
 #: Seconds between heartbeats on the control channel; three missed ones (or a
 #: missing sequence number) make every followed topic catch up from its stream.
 HEARTBEAT: Final = 0.5
+#: Every this many heartbeats the node also asks Redis for its run id.
+RUN_ID_EVERY: Final = 4
 #: Seconds a node stays subscribed to a topic's channel after its last local
 #: subscriber left (a quick resubscribe costs nothing then).
 LINGER: Final = 1.0
@@ -87,6 +89,12 @@ REPORT_EVERY: Final = 2.0
 REPORT_TTL_MS: Final = 5000
 #: Pub/sub messages queued for the receiver before it resyncs instead.
 INBOX: Final = 65536
+#: Seconds between audits of the followed topics' newest offsets: a topic whose
+#: feed stayed behind for a whole interval catches up from its stream (a reconnect
+#: that lost messages but no heartbeat is noticed this way).
+AUDIT_EVERY: Final = 2.0
+#: The receiver's inbox "channel" that asks it to catch one topic up.
+_CATCH_UP: Final = b"\x00catch-up"
 #: Messages held per topic while its feed is not ready (catching up).
 MAX_PENDING: Final = 10_000
 #: "Up to the newest offset" for a stream range read.
@@ -212,6 +220,17 @@ return {{{_RUN_ID}, out}}
 """
 )
 
+_OFFSETS: Final = _lua(
+    """
+-- KEYS: meta keys; the newest offset of each topic (-1: gone)
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[i] = tonumber(redis.call('HGET', key, 'offset') or -1)
+end
+return out
+"""
+)
+
 _REPORT: Final = _lua(
     """
 -- KEYS: node subs hash, nodes set; ARGV: node id, now, ttl ms, topic, count, ...
@@ -300,7 +319,6 @@ class RedisEngine:
         self._resync_all = False
         self._available = False
         self._run_id = ""
-        self._heartbeat_seq = 0
         self._heartbeat_seen = 0
         self._heartbeat_at = 0.0
 
@@ -367,6 +385,7 @@ class RedisEngine:
                 nursery.start_soon(self._watch)
                 nursery.start_soon(self._linger)
                 nursery.start_soon(self._report)
+                nursery.start_soon(self._audit)
                 task_status.started()
         finally:
             self._feed = None
@@ -546,18 +565,17 @@ class RedisEngine:
 
     def _on_message(self, message: Any, context: object) -> None:
         """glide's pub/sub callback (on the Trio thread): queue for the receiver."""
-        try:
-            self._inbox_send.send_nowait((bytes(message.channel), bytes(message.message)))
-        except trio.WouldBlock:
-            # The receiver is far behind: drop, and catch up from the streams.
-            self._resync_all = True
+        self._send_inbox(bytes(message.channel), bytes(message.message))
 
     def _poke(self, topic: str) -> None:
         """Make the receiver hand over what waited for ``topic`` to be ready."""
+        self._send_inbox(self._channel(topic).encode(), b"")
+
+    def _send_inbox(self, channel: bytes, data: bytes) -> None:
         try:
-            self._inbox_send.send_nowait((self._channel(topic).encode(), b""))
+            self._inbox_send.send_nowait((channel, data))
         except trio.WouldBlock:
-            self._resync_all = True
+            self._resync_all = True  # the receiver is far behind: it catches up anyway
 
     async def _receive(self) -> None:
         """The one task that hands the feed to the node, in order."""
@@ -567,6 +585,11 @@ class RedisEngine:
                     await self._catch_up_all()
                 if channel == self._control.encode():
                     self._on_control(data)
+                    continue
+                if channel == _CATCH_UP:
+                    lagging = self._followers.get(data.decode())
+                    if lagging is not None and lagging.seeded:
+                        await self._catch_up(data.decode(), lagging)
                     continue
                 topic = self._topic_of(channel)
                 follower = self._followers.get(topic) if topic else None
@@ -721,20 +744,25 @@ class RedisEngine:
                 log.warning("Redis is back%s", " (restarted)" if restarted else "")
             self._resync_all = True
             self._poke_control()
+            if self._subscriber is not None:
+                # Connect the pub/sub client now (it connects lazily): the control
+                # channel's delete notices and heartbeats must arrive from the start.
+                with contextlib.suppress(Unavailable, InternalError):
+                    await self._call(self._subscriber.ping())
         return True
 
     def _poke_control(self) -> None:
-        try:
-            self._inbox_send.send_nowait((self._control.encode(), b"X - -"))
-        except trio.WouldBlock:
-            self._resync_all = True
+        self._send_inbox(self._control.encode(), b"X - -")
 
     async def _watch(self) -> None:
         """Heartbeats on the control channel, and Redis's availability."""
         assert self._client is not None
         for seq in itertools.count(1):
             await trio.sleep(HEARTBEAT)
-            if not await self._check():
+            # Who Redis is (a restart changes its run id) is asked while it is
+            # unavailable, and every few heartbeats; the heartbeat itself is the
+            # probe in between.
+            if (not self._available or seq % RUN_ID_EVERY == 0) and not await self._check():
                 continue
             if self._resync_all:
                 self._poke_control()  # a catch-up failed: the receiver tries again
@@ -742,13 +770,38 @@ class RedisEngine:
                 await self._call(self._client.publish(f"H {self._node_id} {seq}", self._control))
             except (Unavailable, InternalError):
                 continue
-            self._heartbeat_seq = seq
             silent = trio.current_time() - self._heartbeat_at
             if self._heartbeat_at and silent > 3 * HEARTBEAT and self._followers:
                 log.warning("own heartbeats missing for %.1f s: catching up", silent)
                 self._heartbeat_at = trio.current_time()
                 self._resync_all = True
                 self._poke_control()
+
+    async def _audit(self) -> None:
+        """Catch a feed that lost messages without anyone noticing: a followed topic
+        whose newest offset was ahead of the feed at one audit, and the feed has not
+        reached that offset by the next one, catches up from its stream."""
+        behind: dict[str, int] = {}
+        while True:
+            await trio.sleep(AUDIT_EVERY)
+            topics = [topic for topic, follower in self._followers.items() if follower.ready]
+            if not topics or not self._available:
+                behind.clear()
+                continue
+            try:
+                newest = await self._script(_OFFSETS, [self._key(t, "meta") for t in topics], [])
+            except (Unavailable, InternalError):
+                continue
+            for topic, offset in zip(topics, newest, strict=True):
+                follower = self._followers.get(topic)
+                mark = behind.pop(topic, None)
+                if follower is None or offset <= follower.offset:
+                    continue
+                if mark is not None and follower.offset < mark:
+                    log.warning("feed of %r is behind its stream: catching up", topic)
+                    self._send_inbox(_CATCH_UP, topic.encode())
+                else:
+                    behind[topic] = int(offset)
 
     async def _linger(self) -> None:
         """Unsubscribe from topics whose last local subscriber left a while ago."""

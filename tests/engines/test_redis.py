@@ -12,10 +12,13 @@ Rules, since these tests do real network I/O:
 - No virtual clock (``autojump_clock`` would fire the engine's Redis timeouts at once).
 - Nothing waits with a sleep for our own tasks: :meth:`Client.until` parks on the session's
   outbox (:meth:`Session.next_batch`) until the frames it needs arrived. ``trio.fail_after``
-  only guards against a hang; no test asserts how long anything took.
+  only guards against a hang; no test asserts how long anything took. The one sleep is a
+  scenario (a subscriber idle for longer than ``LINGER``), not a synchronisation.
 - The only polls (:func:`eventually`) wait for things outside this process or on the
   engine's own fixed period: a redis-server process coming back, glide reconnecting, the
   subscriber-count reports (``REPORT_EVERY``). Each says why it polls.
+- A pub/sub connection is broken for sure with ``CLIENT KILL``, and kept broken while
+  needed by lowering ``maxclients`` (through :class:`Admin`'s connection, opened first).
 - "Then nothing more" is checked with a sentinel: one more message is published, and the
   next frame must be exactly its event.
 """
@@ -35,7 +38,7 @@ from conftest import RedisServer, client_frame
 import pubsub
 from pubsub import Settings
 from pubsub._core.node import Node, open_node
-from pubsub._engines.redis import LINGER, REPORT_EVERY, RedisEngine
+from pubsub._engines.redis import AUDIT_EVERY, HEARTBEAT, LINGER, REPORT_EVERY, RedisEngine
 from pubsub._protocol.frames import Message
 from pubsub._protocol.timestamps import now_ms
 
@@ -521,11 +524,14 @@ async def test_a_recreated_topic_has_a_new_epoch_and_starts_at_offset_one(
 ) -> None:
     async with cluster(redis_server, redis_prefix, "A", "B") as (a, b):
         old = await a.create_topic("orders")
-        publisher = Client(a)
+        publisher = Client(b)
         await publisher.publish("orders", range(1, 6))
         await a.delete_topic("orders")
         with pytest.raises(pubsub.TopicNotFound):
             await b.topic("orders")
+        assert error_code(await publisher.request(publish_fields("orders", 0))) == (
+            "TOPIC_NOT_FOUND"
+        )
 
         new = await b.create_topic("orders")
         assert new.epoch != old.epoch
@@ -536,6 +542,25 @@ async def test_a_recreated_topic_has_a_new_epoch_and_starts_at_offset_one(
         assert [p.message.id for p in history.publications] == ["m6"]
         stale = await a.engine.history("orders", since_offset=0, epoch=old.epoch)
         assert (stale.recovered, stale.publications) == (False, [])
+
+
+async def test_the_node_that_deleted_a_topic_serves_it_again_once_re_created(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    async with cluster(redis_server, redis_prefix, "A", "B") as (a, b):
+        await a.create_topic("orders")
+        publisher = Client(a)
+        await publisher.publish("orders", [1])
+        await a.delete_topic("orders")
+        await b.create_topic("orders")
+
+        assert (await a.topic("orders")).offset == 0  # the topic exists again...
+        # ...and node A serves it: a publish and a subscribe through A.
+        assert ack_offsets(await publisher.publish("orders", [2])) == [1]
+        subscriber = Client(a)
+        ack = await subscriber.subscribe("orders", last_n=1)
+        assert ack["type"] == "ack", ack
+        assert ack["offset"] == 1
 
 
 # ------------------------------------------------------------------------ two nodes
@@ -648,6 +673,31 @@ async def test_resume_on_another_node_replays_exactly_the_missed_messages(
         await nothing_more(resumed, publisher, "orders", 26)
 
 
+async def test_a_client_that_comes_back_to_the_same_node_at_once_resumes_without_gap(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """Within LINGER of its last subscriber leaving, a node still follows the topic: the
+    next subscribe continues that feed instead of starting a new one."""
+    async with cluster(redis_server, redis_prefix, "A", "B") as (a, b):
+        await a.create_topic("orders")
+        publisher = Client(a)
+        first = Client(b)
+        epoch = (await first.subscribe("orders"))["epoch"]
+        await publisher.publish("orders", range(1, 6))
+        assert offsets(await first.until(has_offset(5))) == [1, 2, 3, 4, 5]
+        b.close_session(first.session)
+
+        await publisher.publish("orders", range(6, 9))
+        again = Client(b)
+        ack = await again.subscribe("orders", since_offset=5, epoch=epoch)
+        assert (ack["recovered"], ack["offset"]) == (True, 8)
+        await publisher.publish("orders", range(9, 12))
+        frames = await again.until(has_offset(11))
+        assert frames[1:] == events(frames[1:])
+        assert offsets(frames) == list(range(6, 12))
+        await nothing_more(again, publisher, "orders", 12)
+
+
 async def test_a_delete_through_one_node_reaches_every_node_after_earlier_messages(
     redis_server: RedisServer, redis_prefix: str
 ) -> None:
@@ -695,18 +745,31 @@ async def test_a_delete_through_one_node_reaches_every_node_after_earlier_messag
 # ------------------------------------------------------------ a broken pub/sub feed
 
 
+def feed_is_back(
+    admin: Admin, node_id: str, killed: str | None = None
+) -> Callable[[], Awaitable[bool]]:
+    """Whether node ``node_id``'s pub/sub connection (not the ``killed`` one) is there with
+    both its channels (control and topic). glide reconnects it on its own schedule."""
+
+    async def check() -> bool:
+        back = await admin.pubsub_connections(node_id)
+        return bool(back) and back[0]["id"] != killed and back[0]["sub"] == "2"
+
+    return check
+
+
 async def test_a_killed_pubsub_connection_loses_no_acknowledged_message(
-    redis_server: RedisServer, redis_prefix: str
+    restartable_redis: RedisServer, redis_prefix: str
 ) -> None:
     total, burst = 300, 10
     async with (
-        cluster(redis_server, redis_prefix, "A", "B", max_messages=1000) as (a, b),
-        open_admin(redis_server) as admin,
+        cluster(restartable_redis, redis_prefix, "A", "B", max_messages=1000) as (a, b),
+        open_admin(restartable_redis) as admin,
     ):
         await a.create_topic("orders")
         subscriber, publisher = Client(b), Client(a)
         await subscriber.subscribe("orders")
-        halfway = trio.Event()
+        halfway, killed, parked, back = trio.Event(), trio.Event(), trio.Event(), trio.Event()
 
         async def stream() -> None:
             for start in range(1, total + 1, burst):
@@ -714,20 +777,68 @@ async def test_a_killed_pubsub_connection_loses_no_acknowledged_message(
                 assert ack_offsets(await publisher.publish("orders", numbers)) == list(numbers)
                 if numbers[-1] == 100:
                     halfway.set()
+                elif numbers[-1] == 150:
+                    await killed.wait()  # so that 151..200 surely go while B's feed is away
+                elif numbers[-1] == 200:
+                    parked.set()
+                    # The rest once B's feed is back: its first message there shows B
+                    # the gap, which B fills from the stream.
+                    await back.wait()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(stream)
             await halfway.wait()
-            # Every pub/sub connection goes, B's among them; the publisher goes on.
-            killed = await admin.command("CLIENT", "KILL", "TYPE", "pubsub")
-            assert isinstance(killed, int) and killed >= 2
+            # In the middle of the stream every pub/sub connection goes, B's among them,
+            # and cannot come back (maxclients) until the publisher is at 200.
+            [feed] = await admin.pubsub_connections("B")
+            others = len(await admin.clients()) - len(await admin.pubsub_connections("A"))
+            assert await admin.command("CONFIG", "SET", "maxclients", str(others - 1)) == "OK"
+            count = await admin.command("CLIENT", "KILL", "TYPE", "pubsub")
+            assert isinstance(count, int) and count >= 1
+            assert feed["id"] not in {c["id"] for c in await admin.clients()}
+            killed.set()
+            await parked.wait()
+            assert await admin.command("CONFIG", "SET", "maxclients", "10000") == "OK"
+            await eventually(feed_is_back(admin, "B", feed["id"]))  # glide's own schedule
+            back.set()
 
-        # B's feed repairs what it missed from the stream (after glide reconnects).
-        frames = await subscriber.until(has_offset(total), guard=RECONNECT)
-        assert frames[1:] == events(frames[1:])  # no messages_dropped
+        # B's feed repaired what it missed from the stream: every acknowledged message
+        # exactly once, in order, and no messages_dropped.
+        frames = await subscriber.until(has_offset(total))
+        assert frames[1:] == events(frames[1:])
         assert offsets(frames) == list(range(1, total + 1))
         assert ids(frames) == [f"m{n}" for n in range(1, total + 1)]
         await nothing_more(subscriber, publisher, "orders", total + 1)
+
+
+async def test_messages_missed_while_the_feed_reconnects_arrive_without_a_later_publish(
+    restartable_redis: RedisServer, redis_prefix: str
+) -> None:
+    async with (
+        cluster(restartable_redis, redis_prefix, "A", "B") as (a, b),
+        open_admin(restartable_redis) as admin,
+    ):
+        await a.create_topic("orders")
+        subscriber, publisher = Client(b), Client(a)
+        await subscriber.subscribe("orders")
+        await publisher.publish("orders", range(1, 4))
+        await subscriber.until(has_offset(3))
+
+        # B's pub/sub connection goes and cannot come back (maxclients) while A publishes.
+        [feed] = await admin.pubsub_connections("B")
+        connections = len(await admin.clients())
+        assert await admin.command("CONFIG", "SET", "maxclients", str(connections - 1)) == "OK"
+        assert await admin.command("CLIENT", "KILL", "ID", feed["id"]) == 1
+        assert ack_offsets(await publisher.publish("orders", range(4, 14))) == list(range(4, 14))
+        assert await admin.command("CONFIG", "SET", "maxclients", "10000") == "OK"
+        await eventually(feed_is_back(admin, "B", feed["id"]))
+
+        # The topic then goes quiet: the engine must still notice what its feed missed
+        # (no heartbeat may have been lost: the audit of the followed topics' offsets,
+        # every AUDIT_EVERY seconds, notices).
+        frames = await subscriber.until(has_offset(13), guard=4 * AUDIT_EVERY + 10 * HEARTBEAT)
+        assert offsets(frames) == list(range(1, 14))
+        assert frames[1:] == events(frames[1:])
 
 
 async def test_messages_the_stream_no_longer_holds_are_reported_as_dropped(
@@ -753,12 +864,7 @@ async def test_messages_the_stream_no_longer_holds_are_reported_as_dropped(
         assert ack_offsets(await publisher.publish("orders", range(4, 24))) == list(range(4, 24))
         assert await admin.command("CONFIG", "SET", "maxclients", "10000") == "OK"
 
-        async def feed_is_back() -> bool:
-            # glide reconnects B's pub/sub connection on its own backoff: poll Redis.
-            back = await admin.pubsub_connections("B")
-            return bool(back) and back[0]["id"] != feed["id"] and back[0]["sub"] == "2"
-
-        await eventually(feed_is_back)
+        await eventually(feed_is_back(admin, "B", feed["id"]))
         assert ack_offsets(await publisher.publish("orders", [24])) == [24]
         await subscriber.until(has_offset(24), guard=RECONNECT)
         assert ack_offsets(await publisher.publish("orders", [25])) == [25]
@@ -813,7 +919,12 @@ async def test_while_redis_is_down_requests_are_unavailable_and_nothing_is_lost(
         assert subscriber.session.is_open and publisher.session.is_open
 
         redis.start()  # persisting: nothing is lost
+        # Each engine notices on its own (its next check, once glide reconnected).
         await eventually(available(a, b))
+        async with open_admin(redis) as admin:
+            # Publish once B's feed is back, so this test is about the outage alone
+            # (a feed that comes back later is test_messages_missed_while_the_feed_...).
+            await eventually(feed_is_back(admin, "B"))
         assert ack_offsets(await publisher.publish("orders", [4, 5])) == [4, 5]
         frames = await subscriber.until(has_offset(5), guard=RECONNECT)
         # The subscription outlived the outage: no topic_deleted, no drop, no duplicate.
