@@ -312,6 +312,8 @@ class PubSubCluster(PubSub):
     )
     WORKER: Final = re.compile(rb"worker (\d+) started \(pid (\d+)\)")
     LISTENING: Final = b"listening on http://"
+    #: With one node there is no supervisor: the process logs its own port.
+    PORT: Final = re.compile(rb"listening on http://127\.0\.0\.1:(\d+)")
 
     def __init__(
         self, procs: Processes, pinning: Pinning, *, nodes: int, max_queue_size: int
@@ -335,6 +337,19 @@ class PubSubCluster(PubSub):
             "redis-prefix": self.prefix,
         }
         self.launch(flags)
+        assert self.popen is not None
+        if self.nodes == 1:
+            # One process, no supervisor: it is the node.
+            def own_port() -> int:
+                match = self.PORT.search(self.log())
+                return int(match.group(1)) if match else 0
+
+            self.port = wait_until(own_port, self.name, self.popen, 60.0)
+            started = start_time(self.popen.pid)
+            if started is None:
+                raise BenchError(f"{self.name} exited")
+            self.workers = {1: (self.popen.pid, started)}
+            return
 
         def port() -> int:
             match = self.SUPERVISOR.search(self.log())
@@ -365,7 +380,7 @@ class PubSubCluster(PubSub):
     def check_alive(self) -> None:
         super().check_alive()
         self.redis.check_alive()
-        latest = self.started()
+        latest = self.started() if self.nodes > 1 else {1: self.workers[1][0]}
         for number, (pid, started) in self.workers.items():
             if latest.get(number) != pid or start_time(pid) != started:
                 raise BenchError(f"{self.name}: worker {number} (pid {pid}) died")
