@@ -36,7 +36,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final, Literal
 
@@ -207,6 +207,26 @@ class _Pending:
         self.resume = resume
 
 
+class _Reading:
+    """One connection's reader task, with what its starter waits for."""
+
+    def __init__(
+        self, read: Callable[[WebSocketConnection], Awaitable[None]], ws: WebSocketConnection
+    ) -> None:
+        self._read = read
+        self._ws = ws
+        #: Set by the welcome frame, or when the connection ended without one.
+        self.welcomed = trio.Event()
+        self.done = trio.Event()
+
+    async def run(self) -> None:
+        try:
+            await self._read(self._ws)
+        finally:
+            self.welcomed.set()
+            self.done.set()
+
+
 class Client:
     """A connection to a trio-pubsub server. Create it with :func:`open_client`."""
 
@@ -241,6 +261,7 @@ class Client:
         self._subscriptions: dict[str, Subscription] = {}
         self._pending: dict[str, _Pending] = {}
         self._request_ids = itertools.count(1)
+        self._welcomed = trio.Event()
         #: Times the client has reconnected after losing its connection.
         self.reconnects = 0
         self._attempt = 0
@@ -392,13 +413,18 @@ class Client:
                 ):
                     self._ws = ws
                     self._connected.set()
+                    read = _Reading(self._read, ws)
+                    self._welcomed = read.welcomed
+                    nursery.start_soon(read.run)
+                    # The welcome frame names the connection and the node first.
+                    await read.welcomed.wait()
                     if first:
                         first = False
                         task_status.started()
                     else:
                         self.reconnects += 1
                         nursery.start_soon(self._resubscribe_all)
-                    await self._read(ws)
+                    await read.done.wait()
                     nursery.cancel_scope.cancel()
             except ConnectionRejected as exc:
                 error: Exception
@@ -519,6 +545,7 @@ class Client:
                     self.connection_id = frame.connection_id
                     self.node_id = frame.node_id
                     self._attempt = 0
+                    self._welcomed.set()
                 case Info(msg="topic_deleted", topic=str(topic)):
                     subscription = self._subscriptions.get(topic)
                     if subscription is not None:

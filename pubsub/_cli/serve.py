@@ -19,7 +19,7 @@ from .._server.server import Server
 from .._settings import FIELD_NAMES, Settings, SettingsError, describe
 from .._version import __version__
 from .commands import add_commands, run_command
-from .supervisor import WORKER_ENV, Supervisor, watch_parent
+from .supervisor import SUPERVISOR_ENV, WORKER_ENV, Supervisor, watch_parent
 
 
 class _JsonFormatter(logging.Formatter):
@@ -86,7 +86,8 @@ async def _serve(settings: Settings, worker: bool) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             nursery.start_soon(_watch_signals, signals, server, nursery.cancel_scope)
             if worker:
-                nursery.start_soon(watch_parent, os.getppid(), server.shutdown)
+                supervisor = int(os.environ.get(SUPERVISOR_ENV) or os.getppid())
+                nursery.start_soon(watch_parent, supervisor, server.shutdown)
             await server.serve()
             nursery.cancel_scope.cancel()
 
@@ -122,8 +123,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(with the memory engine each worker would have topics of its own)\n",
         )
     worker = os.environ.get(WORKER_ENV)
-    if worker is not None and settings.node_id is not None:
-        settings = settings.replace(node_id=f"{settings.node_id}-w{worker}")
+    if settings.node_id is not None and (worker is not None or settings.workers > 1):
+        # Each worker is NODE_ID-wN: check the longest now, before anything starts.
+        try:
+            suffix = worker if worker is not None else str(settings.workers)
+            named = settings.replace(node_id=f"{settings.node_id}-w{suffix}")
+        except SettingsError as exc:
+            parser.exit(2, f"trio-pubsub: error: {exc} (NODE_ID plus the worker suffix)\n")
+        if worker is not None:
+            settings = named
     configure_logging(settings)
     log = logging.getLogger("pubsub.server")
     log.info(

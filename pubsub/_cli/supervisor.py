@@ -34,6 +34,8 @@ log = logging.getLogger("pubsub.supervisor")
 #: Set in a worker's environment: its number (1..N). The worker binds its port
 #: with SO_REUSEPORT and watches its parent.
 WORKER_ENV: Final = "TRIO_PUBSUB_WORKER"
+#: Set in a worker's environment: the supervisor's PID (the worker stops when it is gone).
+SUPERVISOR_ENV: Final = "TRIO_PUBSUB_SUPERVISOR"
 #: Seconds before a dead worker is started again; doubled while it keeps dying
 #: within ``QUICK_DEATH`` seconds, up to ``MAX_RESTART_DELAY``.
 RESTART_DELAY: Final = 0.2
@@ -95,12 +97,14 @@ class Supervisor:
 
     async def _keep_running(self, number: int) -> None:
         delay = RESTART_DELAY
-        env = {**os.environ, WORKER_ENV: str(number)}
+        env = {**os.environ, WORKER_ENV: str(number), SUPERVISOR_ENV: str(os.getpid())}
         while not self.stopping.is_set():
             started = trio.current_time()
             process = await trio.lowlevel.open_process(self.command(), env=env, process_group=0)
             self.processes[number] = process
             log.info("worker %d started (pid %d)", number, process.pid)
+            if self.stopping.is_set():
+                process.send_signal(signal.SIGTERM)  # the stop came while it was spawned
             code = await process.wait()
             del self.processes[number]
             if self.stopping.is_set():
@@ -115,7 +119,8 @@ class Supervisor:
                 code,
                 delay,
             )
-            await trio.sleep(delay)
+            with trio.move_on_after(delay):
+                await self.stopping.wait()
 
     async def _watch_signals(self, nursery: trio.Nursery) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

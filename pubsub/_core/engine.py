@@ -98,8 +98,12 @@ class Feed(Protocol):
     :meth:`Engine.publish` and :meth:`Engine.delete_topic`.
     """
 
-    def on_publications(self, topic: str, publications: list[Publication]) -> None:
-        """New messages of a followed topic, in offset order."""
+    def on_publications(
+        self, topic: str, publications: list[Publication], *, repaired: bool = False
+    ) -> None:
+        """New messages of a followed topic, in offset order. ``repaired``: read back
+        from the history after the feed broke (owed to subscribers that kept up, so
+        not subject to their queue bounds)."""
         ...
 
     def on_topic_deleted(self, topic: str) -> None:
@@ -107,10 +111,10 @@ class Feed(Protocol):
         handed to :meth:`on_publications` first."""
         ...
 
-    def on_gap(self, topic: str, missed: int) -> None:
-        """``missed`` messages of a followed topic can no longer be delivered (the
-        feed broke and the history no longer holds them); they come right before
-        the next publications handed over."""
+    def on_gap(self, topic: str, after: int, missed: int) -> None:
+        """Offsets ``after + 1`` to ``after + missed`` of a followed topic can no longer
+        be delivered (the feed broke and the history no longer holds them); they come
+        right before the next publications handed over."""
         ...
 
     def subscriber_counts(self) -> dict[str, int]:
@@ -153,6 +157,10 @@ class Engine(Protocol):
 
     async def topics(self) -> list[TopicInfo]:
         """Every topic, sorted by name."""
+        ...
+
+    async def topic_count(self) -> int:
+        """How many topics there are (cheap: ``/health`` asks on every probe)."""
         ...
 
     async def publish(self, topic: str, messages: list[Message]) -> Published:

@@ -126,6 +126,9 @@ class Node:
         """Every topic, sorted by name."""
         return await self.engine.topics()
 
+    async def topic_count(self) -> int:
+        return await self.engine.topic_count()
+
     def local_subscribers(self, name: str) -> int:
         """Subscribers of topic ``name`` on this node."""
         actor = self._actors.get(name)
@@ -171,20 +174,22 @@ class Node:
 
     # ------------------------------------------------------------ engine feed
 
-    def on_publications(self, topic: str, publications: list[Publication]) -> None:
+    def on_publications(
+        self, topic: str, publications: list[Publication], *, repaired: bool = False
+    ) -> None:
         actor = self._actors.get(topic)
         if actor is not None:
-            actor.fan_out(publications)
+            actor.fan_out(publications, repaired)
 
     def on_topic_deleted(self, topic: str) -> None:
         actor = self._actors.pop(topic, None)
         if actor is not None:
             actor.on_deleted()
 
-    def on_gap(self, topic: str, missed: int) -> None:
+    def on_gap(self, topic: str, after: int, missed: int) -> None:
         actor = self._actors.get(topic)
         if actor is not None:
-            actor.on_gap(missed)
+            actor.on_gap(after, missed)
 
     def subscriber_counts(self) -> dict[str, int]:
         return {name: len(actor.subscribers) for name, actor in self._actors.items()}

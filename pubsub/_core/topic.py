@@ -13,7 +13,7 @@ once for this node and hands the whole run to each subscriber in one
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Final
 
 import trio
 
@@ -23,6 +23,11 @@ from .._protocol.timestamps import ts_now
 from .counters import Counters
 from .engine import Engine, Publication, TopicInfo
 from .session import Framer, Session
+
+#: Payload bytes one engine publish call carries at most (one message may be
+#: larger). The Redis engine publishes each call's batch as one pub/sub message,
+#: and Redis drops subscribers whose output buffer passes 32 MB by default.
+MAX_RUN_BYTES: Final = 4 * 1024 * 1024
 
 
 class DeleteTopic:
@@ -126,13 +131,17 @@ class TopicActor:
         return bool(self.subscribers or self._joining) or self._seen is not None
 
     def _unfollow_if_unused(self) -> None:
-        if not self._has_local():
+        # A deleted actor leaves the feed alone: it may be a new incarnation's now.
+        if not self.deleted and not self._has_local():
             self._engine.unfollow(self.name)
 
     # ------------------------------------------------------------ the engine's feed
 
-    def fan_out(self, publications: list[Publication]) -> None:
-        """Hand newly published messages to every local subscriber (feed, hot path)."""
+    def fan_out(self, publications: list[Publication], repaired: bool = False) -> None:
+        """Hand newly published messages to every local subscriber (feed, hot path).
+
+        ``repaired`` messages (read back after the feed broke) are owed to every
+        subscriber and queued like a replay, outside the queue bounds."""
         frames: list[bytes] = []
         start = offset = self.offset
         for publication in publications:
@@ -147,33 +156,42 @@ class TopicActor:
         if self._receipts and not published_at:
             published_at = self._receipts.pop(offset - len(frames) + 1, 0.0)
         if self.subscribers:
-            nbytes = sum(map(len, frames))
-            dropped = 0
-            for subscriber in self.subscribers:
-                dropped += subscriber.deliver(frames, nbytes, published_at)
-            if dropped:
-                self.dropped += dropped
+            if repaired:
+                for subscriber in self.subscribers:
+                    subscriber.replay(frames)
+            else:
+                nbytes = sum(map(len, frames))
+                dropped = 0
+                for subscriber in self.subscribers:
+                    dropped += subscriber.deliver(frames, nbytes, published_at)
+                if dropped:
+                    self.dropped += dropped
         if self._seen is not None or self._joining:
             fresh = [p for p in publications if p.offset > start]
             if self._seen is not None:
                 self._seen.extend(fresh)
             if self._joining:
-                self._admit(fresh, published_at)
+                self._admit(fresh, published_at, repaired)
 
-    def _admit(self, fresh: list[Publication], published_at: float) -> None:
+    def _admit(self, fresh: list[Publication], published_at: float, repaired: bool) -> None:
         """Give joining sessions what is past their ack; full subscribers once caught up."""
         for session, acked in list(self._joining.items()):
             frames = [p.frame for p in fresh if p.offset > acked and p.frame is not None]
-            if frames:
+            if frames and repaired:
+                session.replay(frames)
+            elif frames:
                 self.dropped += session.deliver(frames, sum(map(len, frames)), published_at)
             if self.offset >= acked:
                 del self._joining[session]
                 self.subscribers[session] = None
 
-    def on_gap(self, missed: int) -> None:
-        """The feed lost ``missed`` messages for good: tell every local subscriber."""
-        for session in (*self.subscribers, *self._joining):
+    def on_gap(self, after: int, missed: int) -> None:
+        """Offsets ``after + 1`` to ``after + missed`` are lost for good: tell each local
+        subscriber how many of them it was owed (a joining one: those past its ack)."""
+        for session in self.subscribers:
             session.report_dropped(missed)
+        for session, acked in self._joining.items():
+            session.report_dropped(after + missed - max(after, acked))
 
     def on_deleted(self) -> None:
         """The topic was deleted (feed): tell the local subscribers and stop; what
@@ -207,13 +225,19 @@ class TopicActor:
     async def _process(self, batch: list[Command]) -> None:
         """Carry out a batch of commands in order; consecutive publishes together."""
         start = 0
+        size = 0
         for index, command in enumerate(batch):
             request = command[1]
             if type(request) is Publish:
+                size += len(request.message.payload)
+                if size > MAX_RUN_BYTES and start < index:
+                    await self._publish(batch[start:index])
+                    start, size = index, len(request.message.payload)
                 continue
             if start < index:
                 await self._publish(batch[start:index])
             start = index + 1
+            size = 0
             session = command[0]
             if self.deleted:
                 self._not_found(session, request)
@@ -310,6 +334,12 @@ class TopicActor:
             session.send_error(exc, command.request_id)
             return
         self._seen = None
+        if self.deleted:
+            # Deleted (through the feed) while the engine answered.
+            session.send_error(
+                TopicNotFound(f"topic {self.name!r} was deleted"), command.request_id
+            )
+            return
         if session.close_reason is not None:
             self._unfollow_if_unused()
             return  # closed while the engine answered

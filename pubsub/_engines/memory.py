@@ -94,6 +94,9 @@ class MemoryEngine:
     async def topics(self) -> list[TopicInfo]:
         return [self._topics[name].info() for name in sorted(self._topics)]
 
+    async def topic_count(self) -> int:
+        return len(self._topics)
+
     def _get(self, name: str) -> _Topic:
         try:
             return self._topics[name]

@@ -445,6 +445,12 @@ class RedisEngine:
         )
         if not deleted:
             raise TopicNotFound(f"topic {name!r} does not exist")
+        follower = self._followers.get(name)
+        if follower is not None and follower.unsubscribe_at is not None:
+            # Lingering (no local subscribers): a re-created topic followed here must
+            # be seeded afresh, not fed the old incarnation's tail.
+            follower.seeded = follower.ready = False
+            follower.pending.clear()
 
     async def topic(self, name: str) -> TopicInfo:
         infos = await self._topics(name)
@@ -454,6 +460,10 @@ class RedisEngine:
 
     async def topics(self) -> list[TopicInfo]:
         return sorted(await self._topics(""), key=lambda info: info.name)
+
+    async def topic_count(self) -> int:
+        assert self._client is not None
+        return int(await self._call(self._client.hlen(f"{self._prefix}:topics")))
 
     async def _topics(self, name: str) -> list[TopicInfo]:
         run_id, rows = await self._script(
@@ -604,8 +614,13 @@ class RedisEngine:
                     await self._apply(topic, follower, waiting)
                 if data:
                     await self._apply(topic, follower, data)
-            except Unavailable:
-                # Redis went away while repairing: the watcher catches up later.
+            except (Unavailable, InternalError):
+                # Redis went away (or refused) while repairing: the watcher has the
+                # receiver catch every followed topic up later.
+                self._resync_all = True
+            except Exception:
+                # A bug or a message this node cannot read must not take the node down.
+                log.exception("the Redis feed failed on %r: catching up", channel)
                 self._resync_all = True
 
     def _hold(self, follower: _Follower, data: bytes) -> None:
@@ -616,24 +631,20 @@ class RedisEngine:
 
     async def _apply(self, topic: str, follower: _Follower, data: bytes) -> None:
         """Hand one channel message to the node, repairing a gap before it."""
-        feed = self._feed
-        assert feed is not None
         if data[:1] == b"D":
-            _, inc, last_text = data.split(b" ")
+            _, inc, final = data.split(b" ")
             if inc == follower.inc:
-                missed = int(last_text) - follower.offset
-                if missed > 0:  # the stream is gone with the topic
-                    feed.on_gap(topic, missed)
+                # What the feed missed before the delete is gone with the stream.
+                self._report_gap(topic, follower, int(final) + 1)
                 self._forget(topic)
-            return
-        _, inc, first_text, ts, body = data.split(b" ", 4)
+            return  # else: the delete of an incarnation this node did not follow
+        inc, publications = _parse_batch(data)
         if inc != follower.inc:
-            # A new incarnation: the one this node followed was deleted.
-            self._forget(topic)
+            # An older incarnation's message still on its way, or ours was deleted
+            # and the topic re-created: the stream says which.
+            await self._catch_up(topic, follower)
             return
-        first = int(first_text)
-        messages = _messages_decoder.decode(body)
-        last = first + len(messages) - 1
+        first, last = publications[0].offset, publications[-1].offset
         if last <= follower.offset:
             return  # already handed over (repaired from the stream)
         if first > follower.offset + 1:
@@ -641,21 +652,33 @@ class RedisEngine:
             follower.pending.insert(0, data)
             await self._catch_up(topic, follower, first - 1)
             return
-        skip = follower.offset + 1 - first
-        ts_text = ts.decode()
-        publications = [
-            Publication(first + index, ts_text, message)
-            for index, message in enumerate(messages)
-            if index >= skip
-        ]
-        follower.offset = last
-        feed.on_publications(topic, publications)
+        self._hand_over(topic, follower, publications)
+
+    def _hand_over(
+        self,
+        topic: str,
+        follower: _Follower,
+        publications: list[Publication],
+        *,
+        repaired: bool = False,
+    ) -> None:
+        """Publications after the follower's offset go to the node, in order."""
+        assert self._feed is not None
+        fresh = [p for p in publications if p.offset > follower.offset]
+        if fresh:
+            follower.offset = fresh[-1].offset
+            self._feed.on_publications(topic, fresh, repaired=repaired)
+
+    def _report_gap(self, topic: str, follower: _Follower, before: int) -> None:
+        """Offsets after the follower's and before ``before`` are lost for good."""
+        missed = before - follower.offset - 1
+        if missed > 0 and self._feed is not None:
+            self._feed.on_gap(topic, follower.offset, missed)
+            follower.offset = before - 1
 
     async def _catch_up(self, topic: str, follower: _Follower, until: float = math.inf) -> None:
         """Read what the feed missed from the stream and hand it over; then the
         messages held meanwhile. ``until``: the newest offset known to be needed."""
-        feed = self._feed
-        assert feed is not None
         follower.ready = False
         # The stream holds at most MAX_MESSAGES_PER_TOPIC entries: this read is bounded.
         upper = _NEWEST if until == math.inf else int(until)
@@ -667,23 +690,36 @@ class RedisEngine:
         newest = int(result[2]) if result[0] else 0
         if result[0] == 0 or bytes(result[1]) != follower.inc or newest < follower.offset:
             # Deleted (and maybe re-created) meanwhile, or Redis lost data: offsets
-            # this node handed over would be reused. Either way the incarnation
-            # the subscribers knew is gone.
+            # this node handed over would be reused. Either way the incarnation the
+            # subscribers knew is gone: hand over what is held of it, then say so.
+            self._release_held(topic, follower)
             self._forget(topic)
             return
         publications = [_publication(entry) for entry in result[4]]
         target = newest if until == math.inf else min(int(until), newest)
         if target > follower.offset:
-            first = publications[0].offset if publications else target + 1
-            if first > follower.offset + 1:
-                feed.on_gap(topic, first - follower.offset - 1)
-            follower.offset = publications[-1].offset if publications else target
-            if publications:
-                feed.on_publications(topic, publications)
+            self._report_gap(
+                topic, follower, publications[0].offset if publications else target + 1
+            )
+            # Owed to subscribers that kept up: not subject to their queue bounds.
+            self._hand_over(topic, follower, publications, repaired=True)
+            follower.offset = max(follower.offset, target)
         follower.ready = True
         pending, follower.pending = follower.pending, []
         for waiting in pending:
             await self._apply(topic, follower, waiting)
+
+    def _release_held(self, topic: str, follower: _Follower) -> None:
+        """The stream is gone: the held messages of the followed incarnation are the
+        only copy left of them; hand them over (gaps reported), in order."""
+        pending, follower.pending = follower.pending, []
+        for data in pending:
+            if data[:1] == b"D":
+                continue
+            inc, publications = _parse_batch(data)
+            if inc == follower.inc and publications[-1].offset > follower.offset:
+                self._report_gap(topic, follower, publications[0].offset)
+                self._hand_over(topic, follower, publications)
 
     async def _catch_up_all(self) -> None:
         self._resync_all = False
@@ -704,7 +740,11 @@ class RedisEngine:
             self._feed.on_topic_deleted(topic)
 
     def _on_control(self, data: bytes) -> None:
-        kind, first, second = data.split(b" ", 2)
+        parts = data.split(b" ")
+        if len(parts) != 3:
+            log.debug("ignoring a control message this node does not know: %r", data[:80])
+            return
+        kind, first, second = parts
         if kind == b"H" and first.decode() == self._node_id:
             seq = int(second)
             if self._heartbeat_seen and seq != self._heartbeat_seen + 1:
@@ -778,30 +818,32 @@ class RedisEngine:
                 self._poke_control()
 
     async def _audit(self) -> None:
-        """Catch a feed that lost messages without anyone noticing: a followed topic
-        whose newest offset was ahead of the feed at one audit, and the feed has not
-        reached that offset by the next one, catches up from its stream."""
-        behind: dict[str, int] = {}
+        """Catch a feed that lost messages (or a delete) without anyone noticing: a
+        followed topic whose newest offset differs from the feed's at one audit, while
+        the feed has not moved by the next one, catches up from its stream (which
+        also finds a topic that is gone)."""
+        stuck: dict[str, int] = {}
         while True:
             await trio.sleep(AUDIT_EVERY)
             topics = [topic for topic, follower in self._followers.items() if follower.ready]
             if not topics or not self._available:
-                behind.clear()
+                stuck = {}
                 continue
             try:
                 newest = await self._script(_OFFSETS, [self._key(t, "meta") for t in topics], [])
             except (Unavailable, InternalError):
                 continue
+            suspects: dict[str, int] = {}
             for topic, offset in zip(topics, newest, strict=True):
                 follower = self._followers.get(topic)
-                mark = behind.pop(topic, None)
-                if follower is None or offset <= follower.offset:
+                if follower is None or offset == follower.offset:
                     continue
-                if mark is not None and follower.offset < mark:
-                    log.warning("feed of %r is behind its stream: catching up", topic)
+                if stuck.get(topic) == follower.offset:
+                    log.warning("feed of %r disagrees with its stream: catching up", topic)
                     self._send_inbox(_CATCH_UP, topic.encode())
                 else:
-                    behind[topic] = int(offset)
+                    suspects[topic] = follower.offset
+            stuck = suspects
 
     async def _linger(self) -> None:
         """Unsubscribe from topics whose last local subscriber left a while ago."""
@@ -844,6 +886,17 @@ class RedisEngine:
                         [self._node_id, now_ms(), REPORT_TTL_MS, *counts],
                     )
             await trio.sleep(REPORT_EVERY)
+
+
+def _parse_batch(data: bytes) -> tuple[bytes, list[Publication]]:
+    """A channel message ``P <inc> <first offset> <ts> [<message>,...]``."""
+    _, inc, first_text, ts, body = data.split(b" ", 4)
+    first = int(first_text)
+    ts_text = ts.decode()
+    messages = _messages_decoder.decode(body)
+    return inc, [
+        Publication(first + index, ts_text, message) for index, message in enumerate(messages)
+    ]
 
 
 def _publication(entry: Any) -> Publication:

@@ -56,7 +56,7 @@ async def serve_asgi_websocket(node: Node, draining: bool, metrics: Metrics) -> 
     the HTTP response returned)."""
     settings = node.settings
     if draining:
-        return _refuse(503, ErrorCode.INTERNAL, "server shutting down")
+        return _refuse(503, ErrorCode.UNAVAILABLE, "server shutting down")
     header, query = websocket.headers.get("X-API-Key"), websocket.args.get("api_key")
     if not allowed(settings.api_key, header, query):
         return _refuse(401, ErrorCode.UNAUTHORIZED, "missing or wrong API key")

@@ -168,7 +168,7 @@ def create_app(node: Node, state: ServerState, metrics: Metrics) -> QuartTrio:
         topics: int | None = None
         if engine.available:
             try:
-                topics = len(await node.topics())
+                topics = await node.topic_count()
             except Unavailable:
                 status = "unavailable"
         body = {

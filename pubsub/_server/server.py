@@ -269,7 +269,7 @@ class Server:
                 # hypercorn annotates SSLStream but serves plain streams (no do_handshake).
                 await TCPServer(app, config, context, lifespan_state, stream_with_head)  # type: ignore[arg-type]
             elif self.state.draining:
-                body = error_body(ErrorCode.INTERNAL, "server shutting down")
+                body = error_body(ErrorCode.UNAVAILABLE, "server shutting down")
                 await stream.send_all(_UNAVAILABLE % len(body) + body)
             else:
                 await serve_websocket(stream, head, node, metrics.sampler.written)

@@ -32,13 +32,16 @@ class RecordingFeed:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, list[Publication]]] = []
 
-    def on_publications(self, topic: str, publications: list[Publication]) -> None:
+    def on_publications(
+        self, topic: str, publications: list[Publication], *, repaired: bool = False
+    ) -> None:
+        assert not repaired, "the memory engine's feed never needs repair"
         self.calls.append(("publications", topic, publications))
 
     def on_topic_deleted(self, topic: str) -> None:
         self.calls.append(("deleted", topic, []))
 
-    def on_gap(self, topic: str, missed: int) -> None:
+    def on_gap(self, topic: str, after: int, missed: int) -> None:
         raise AssertionError("the memory engine's feed never breaks")
 
     def subscriber_counts(self) -> dict[str, int]:

@@ -1046,3 +1046,46 @@ async def test_topics_count_the_subscribers_of_every_node(
 
         b.close_session(subscribers[2].session)
         await eventually(counted(2), guard=WAIT + 2 * REPORT_EVERY)
+
+
+# ------------------------------------------------------------- found by review
+
+
+async def test_a_control_message_the_node_cannot_read_does_not_take_it_down(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    async with (
+        cluster(redis_server, redis_prefix, "A") as (a,),
+        open_admin(redis_server) as admin,
+    ):
+        await a.create_topic("orders")
+        subscriber, publisher = Client(a), Client(a)
+        await subscriber.subscribe("orders")
+        # From a newer (or broken) node: two fields, bad numbers, garbage.
+        for garbage in ("D orders", "H A not-a-number", "\x00\xff", ""):
+            await admin.command("PUBLISH", f"{redis_prefix}:ctl", garbage)
+        await publisher.publish("orders", [1, 2])
+        frames = await subscriber.until(has_offset(2))
+        assert offsets(frames) == [1, 2]
+
+
+async def test_a_topic_gone_without_a_delete_notice_reaches_its_subscribers(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """The data went (FLUSHDB, eviction, an operator) and no delete notice came: the
+    audit of the followed topics finds it, and subscribers get topic_deleted."""
+    async with (
+        cluster(redis_server, redis_prefix, "A") as (a,),
+        open_admin(redis_server) as admin,
+    ):
+        await a.create_topic("orders")
+        subscriber = Client(a)
+        await subscriber.subscribe("orders")
+        for key in ("meta", "log"):
+            await admin.command("DEL", f"{redis_prefix}:{{orders}}:{key}")
+        await admin.command("HDEL", f"{redis_prefix}:topics", "orders")
+        frames = await subscriber.until(
+            lambda fs: any(f.get("msg") == "topic_deleted" for f in fs),
+            guard=4 * AUDIT_EVERY + WAIT,
+        )
+        assert frames[-1]["topic"] == "orders"
