@@ -48,9 +48,13 @@ CLOSE_GOING_AWAY: Final = 1001
 CLOSE_NO_STATUS: Final = 1005
 #: Never sent on the wire: the connection ended without a close frame.
 CLOSE_ABNORMAL: Final = 1006
+CLOSE_PROTOCOL_ERROR: Final = 1002
+CLOSE_INVALID_DATA: Final = 1007
 CLOSE_TOO_BIG: Final = 1009
 CLOSE_INTERNAL: Final = 1011
 CLOSE_TRY_AGAIN_LATER: Final = 1013
+#: Never sent on the wire: a TLS handshake failed.
+CLOSE_TLS_FAILED: Final = 1015
 
 
 # code -> (HTTP status, WebSocket close code or None when the connection stays open)

@@ -73,9 +73,9 @@ async def serve_websocket(
             handshake.reject(401, ErrorCode.UNAUTHORIZED, "missing or wrong API key")
         )
         return
-    accept, connection = handshake.accept()
+    accept, early = handshake.accept()
     del handshake
-    reader = MessageReader(connection, settings.max_message_size)
+    reader = MessageReader(settings.max_message_size, early)
     try:
         session = node.open_session()
     except PubSubError as exc:

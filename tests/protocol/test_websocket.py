@@ -71,9 +71,9 @@ def connect(max_size: int = MAX_SIZE) -> tuple[WSConnection, MessageReader]:
     """An open client and the server's reader for it, handshake done."""
     client, head = request_head()
     handshake = Handshake(head)
-    accept, connection = handshake.accept()
+    accept, early = handshake.accept()
     assert [type(e) for e in client_events(client, accept)] == [AcceptConnection]
-    return client, MessageReader(connection, max_size)
+    return client, MessageReader(max_size, early)
 
 
 def send(client: WSConnection, *events: Event) -> bytes:
@@ -341,8 +341,8 @@ def test_frames_after_the_head_reach_the_reader() -> None:
     # transport passes whatever it read with the head): the message must not vanish.
     handshake = Handshake(head + masked(0x81, b"early"))
     assert handshake.request is not None
-    _, connection = handshake.accept()
-    assert MessageReader(connection, MAX_SIZE).receive_data(b"") == [Text("early")]
+    _, early = handshake.accept()
+    assert MessageReader(MAX_SIZE, early).receive_data(b"") == [Text("early")]
 
 
 # --------------------------------------------------------------------------
