@@ -137,6 +137,12 @@ class Engine(Protocol):
         """Whether the engine can be reached now (``/health``)."""
         ...
 
+    @property
+    def immediate(self) -> bool:
+        """Whether every call completes without yielding (the memory engine): an
+        idle topic actor may then carry out a command in its caller's turn."""
+        ...
+
     async def run(
         self, feed: Feed, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:

@@ -91,6 +91,7 @@ class Session:
     """
 
     __slots__ = (
+        "_corked",
         "_counters",
         "_drained",
         "_framer",
@@ -149,6 +150,9 @@ class Session:
         self._waiter: trio.lowlevel.Task | None = None
         self.write_now: Callable[[bytes, float], int] | None = None
         self._drained: trio.Event | None = None
+        #: While the reader carries out one read's requests: everything for this
+        #: connection waits, and goes out in one write at the end (``uncork``).
+        self._corked = False
 
     def __repr__(self) -> str:
         return f"<Session {self.connection_id} client_id={self.client_id!r}>"
@@ -175,7 +179,12 @@ class Session:
         if self.close_reason is not None:
             return 0
         outbox = self.outbox
-        if not outbox.queue and self._waiter is not None and self.write_now is not None:
+        if (
+            not outbox.queue
+            and self._waiter is not None
+            and self.write_now is not None
+            and not self._corked
+        ):
             self._counters.delivered += len(frames)
             self.delivered += len(frames)
             self._write_direct(frames[0] if len(frames) == 1 else b"".join(frames), published_at)
@@ -192,7 +201,7 @@ class Session:
         if verdict:
             self.dropped += verdict
             self._counters.dropped += verdict
-        if self._waiter is not None:
+        if self._waiter is not None and not self._corked:
             self._wake()
         return verdict
 
@@ -203,11 +212,17 @@ class Session:
             return
         self._counters.delivered += len(frames)
         self.delivered += len(frames)
-        if not self.outbox.queue and self._waiter is not None and self.write_now is not None:
+        if (
+            not self.outbox.queue
+            and self._waiter is not None
+            and self.write_now is not None
+            and not self._corked
+        ):
             self._write_direct(b"".join(frames), 0.0)
             return
         self.outbox.replay(frames)
-        self._wake()
+        if not self._corked:
+            self._wake()
 
     def report_dropped(self, count: int) -> None:
         """Tell the client that ``count`` events will never reach it (the node lost
@@ -240,11 +255,17 @@ class Session:
 
     def _put(self, entries: list[Pinned]) -> None:
         """Write ``entries`` at once if the writer is idle on an empty outbox, else queue them."""
-        if not self.outbox.queue and self._waiter is not None and self.write_now is not None:
+        if (
+            not self.outbox.queue
+            and self._waiter is not None
+            and self.write_now is not None
+            and not self._corked
+        ):
             self._write_direct(entries[0] if len(entries) == 1 else b"".join(entries), 0.0)
             return
         self.outbox.put(entries)
-        self._wake()
+        if not self._corked:
+            self._wake()
 
     def _write_direct(self, data: bytes, published_at: float) -> None:
         """Write while the writer is idle; whatever does not fit goes to the writer."""
@@ -262,6 +283,30 @@ class Session:
             self.outbox.put_rest(data[written:])
             self._oldest_at = self._oldest_at or published_at
             self._wake()
+
+    def cork(self) -> None:
+        """Hold everything for this connection until :meth:`uncork` (the reader
+        carries out a whole read's requests, then answers them in one write)."""
+        self._corked = True
+
+    def uncork(self) -> None:
+        """Write what was held at once if the writer is idle, else hand it over."""
+        self._corked = False
+        outbox = self.outbox
+        if (
+            not (outbox.queue or outbox.dropped_pending)
+            or self.close_reason is not None
+            or self._waiter is None
+            or self.write_now is None
+        ):
+            self._wake()  # the writer (if parked) takes it, or is busy and will
+            return
+        batch = outbox.take()
+        published_at, self._oldest_at = self._oldest_at, 0.0
+        if self._drained is not None:
+            self._drained.set()
+            self._drained = None
+        self._write_direct(batch[0] if len(batch) == 1 else b"".join(batch), published_at)
 
     # -------------------------------------------------------------- lifecycle
 

@@ -91,6 +91,10 @@ class TopicActor:
         self._counters = counters
         #: When the publish being stored was received (read by ``fan_out``).
         self._published_at = 0.0
+        #: Commands submitted and not yet taken, and whether a batch is being
+        #: carried out: together they say whether the actor is idle.
+        self._queued = 0
+        self._busy = False
         self._send, self._receive = trio.open_memory_channel[Command](inbox_size)
 
     def __repr__(self) -> str:
@@ -111,7 +115,24 @@ class TopicActor:
                 return False
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return False
+        self._queued += 1
         return True
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing being carried out (a command may run now)."""
+        return not self._busy and not self._queued and not self.deleted
+
+    async def run_now(self, commands: list[Command]) -> None:
+        """Carry out ``commands`` in the caller's turn (run to completion: no task
+        switch). Only while :attr:`idle`, and only with an engine whose every call
+        completes without yielding, so nothing can interleave."""
+        assert self.idle
+        self._busy = True
+        try:
+            await self._process(commands)
+        finally:
+            self._busy = False
 
     def close(self) -> None:
         """Stop the actor once it has carried out what is queued (node shutdown)."""
@@ -220,7 +241,12 @@ class TopicActor:
                         batch.append(receive.receive_nowait())
                 except (trio.WouldBlock, trio.EndOfChannel):
                     pass  # EndOfChannel: deleted or closed; this batch is the last
-                await self._process(batch)
+                self._queued -= len(batch)
+                self._busy = True
+                try:
+                    await self._process(batch)
+                finally:
+                    self._busy = False
 
     async def _process(self, batch: list[Command]) -> None:
         """Carry out a batch of commands in order; consecutive publishes together."""

@@ -55,6 +55,7 @@ class MemoryEngine:
 
     kind: Final = "memory"
     available: Final = True
+    immediate: Final = True
 
     def __init__(self, *, max_topics: int, max_messages: int) -> None:
         self._max_topics = max_topics

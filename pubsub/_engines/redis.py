@@ -291,6 +291,8 @@ class RedisEngine:
     """
 
     kind: Final = "redis"
+    #: Every call waits for Redis.
+    immediate: Final = False
 
     def __init__(
         self,

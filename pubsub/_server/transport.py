@@ -28,7 +28,7 @@ from .._protocol.errors import (
     InternalError,
     PubSubError,
 )
-from .._protocol.frames import decode_client_frame, error_frame, info_frame
+from .._protocol.frames import AnyClientFrame, decode_client_frame, error_frame, info_frame
 from .._protocol.timestamps import now_ms
 from .._protocol.websocket import (
     PING_FRAME,
@@ -107,21 +107,34 @@ async def serve_websocket(
 
 
 async def handle_text(node: Node, session: Session, text: str, received_at: float) -> None:
-    """Decode one client message and carry it out; every failure becomes an error
-    frame (an unexpected one closes the connection with ``INTERNAL``/1011)."""
+    """Decode one client message and carry it out (see :func:`handle_texts`)."""
+    await handle_texts(node, session, [text], received_at)
+
+
+async def handle_texts(node: Node, session: Session, texts: list[str], received_at: float) -> None:
+    """Decode the client messages of one read and carry them out together; every
+    failure becomes an error frame (an unexpected one closes the connection with
+    ``INTERNAL``/1011). Their answers leave in one write."""
+    frames: list[AnyClientFrame] = []
+    session.cork()
     try:
-        frame = decode_client_frame(text)
-    except PubSubError as exc:
-        session.send_error(exc)
-        return
-    await session.wait_for_room()
-    try:
-        await node.handle(session, frame, received_at)
-    except PubSubError as exc:
-        session.send_error(exc, getattr(frame, "request_id", None))
-    except Exception:
-        log.exception("request failed on %s", session.connection_id)
-        session.fail(InternalError("internal error", getattr(frame, "request_id", None)))
+        for text in texts:
+            try:
+                frames.append(decode_client_frame(text))
+            except PubSubError as exc:
+                session.send_error(exc)
+        if not frames:
+            return
+        await session.wait_for_room()
+        try:
+            await node.handle_many(session, frames, received_at)
+        except PubSubError as exc:
+            session.send_error(exc, getattr(frames[0], "request_id", None))
+        except Exception:
+            log.exception("request failed on %s", session.connection_id)
+            session.fail(InternalError("internal error", getattr(frames[0], "request_id", None)))
+    finally:
+        session.uncork()
 
 
 class Connection:
@@ -199,11 +212,16 @@ class Connection:
         data = b""
         received_at = session.received_at
         while True:
+            texts: list[str] = []
             for event in reader.receive_data(data):
                 if type(event) is Text:
                     if session.is_open:
-                        await handle_text(self.node, session, event.text, received_at)
-                elif type(event) is Refused:
+                        texts.append(event.text)
+                    continue
+                if texts:  # answered in order with what follows
+                    await handle_texts(self.node, session, texts, received_at)
+                    texts = []
+                if type(event) is Refused:
                     if event.error.code.ws_close is not None:
                         session.fail(event.error)
                     else:
@@ -216,6 +234,8 @@ class Connection:
                     session.close(CloseReason(event.code, event.reason))
                     self._peer_closed.set()
                     return
+            if texts:
+                await handle_texts(self.node, session, texts, received_at)
             # No timeout here: the keepalive closes connections that stay silent.
             data = await self._receive()
             if not data:

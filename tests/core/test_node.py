@@ -1058,3 +1058,78 @@ async def test_max_queue_bytes_with_disconnect_closes_the_slow_subscriber(
         await trio.testing.wait_all_tasks_blocked()
         assert slow.close_reason is not None
         assert slow.close_reason.error is ErrorCode.SLOW_CONSUMER
+
+
+# ------------------------------------------- one read's requests, carried out together
+
+
+def written_by(session: Session) -> list[bytes]:
+    """Make ``session`` look like a connection whose writer is parked: every direct
+    write is recorded (one entry per system call)."""
+    writes: list[bytes] = []
+
+    def write_now(data: bytes, published_at: float) -> int:
+        writes.append(data)
+        return len(data)
+
+    session.write_now = write_now
+    return writes
+
+
+async def park(session: Session, nursery: trio.Nursery) -> None:
+    async def writer() -> None:
+        await session.next_batch()
+
+    nursery.start_soon(writer)
+    await trio.testing.wait_all_tasks_blocked()
+
+
+async def test_an_idle_topic_carries_out_a_reads_publishes_in_the_callers_turn(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_memory_node() as node:
+        for name in ("a", "b"):
+            await node.create_topic(name)
+        subscriber = await subscribed(node, "a")
+        publisher = node.open_session()
+        frames = [publish("a", "m1"), publish("b", "m2"), publish("a", "m3"), ping(request_id=9)]
+        with trio.testing.assert_no_checkpoints():
+            await node.handle_many(publisher, frames)
+        # Done already: no topic actor had to be woken.
+        assert ids(await drain(subscriber)) == ["m1", "m3"]
+        answers = await drain(publisher)
+        assert sorted(f["type"] for f in answers) == ["ack", "ack", "ack", "pong"]
+        assert sorted(f["offset"] for f in answers if f["type"] == "ack") == [1, 1, 2]
+
+
+async def test_a_busy_topic_gets_the_reads_requests_after_what_it_has_queued(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_memory_node() as node:
+        await node.create_topic("a")
+        subscriber = await subscribed(node, "a")
+        publisher = node.open_session()
+        await node.handle(publisher, publish("a", "queued"))  # the actor has work now
+        await node.handle_many(publisher, [publish("a", "m1"), publish("a", "m2")])
+        await trio.testing.wait_all_tasks_blocked()
+        assert ids(await drain(subscriber)) == ["queued", "m1", "m2"]
+
+
+async def test_a_reads_answers_leave_in_one_write(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_memory_node() as node, trio.open_nursery() as nursery:
+        for name in ("a", "b", "c"):
+            await node.create_topic(name)
+        publisher = node.open_session()
+        writes = written_by(publisher)
+        await park(publisher, nursery)
+        publisher.cork()
+        await node.handle_many(
+            publisher, [publish(name, f"m-{name}", request_id=name) for name in "abc"]
+        )
+        assert writes == []  # held while the read's requests are carried out
+        publisher.uncork()
+        [write] = writes
+        assert write.count(b'"type":"ack"') == 3
+        nursery.cancel_scope.cancel()

@@ -28,6 +28,8 @@ class ScriptedEngine:
 
     kind = "scripted"
     available = True
+    #: Its calls may wait (as Redis's do): commands always go through the inbox.
+    immediate = False
 
     def __init__(self) -> None:
         self.offset = 0
