@@ -36,7 +36,7 @@ from .._settings import Settings
 from .counters import Counters, DeliveryStats, Stats, TopicStats, WebSocketStats
 from .engine import Engine, Publication, TopicInfo
 from .outbox import POLICIES
-from .session import CloseReason, Framer, Session
+from .session import CloseReason, Framer, Session, dropped_notice_for
 from .topic import Command, DeleteTopic, TopicActor
 
 #: The most commands a topic actor takes from its inbox in one wake-up.
@@ -88,6 +88,7 @@ class Node:
         self._sessions: dict[Session, None] = {}
         self._no_sessions: trio.Event | None = None
         self._policy = POLICIES[settings.backpressure_policy]()
+        self._dropped_notice = dropped_notice_for(framer)
         # A batch never fills more than half an empty outbox by itself, so a
         # subscriber that keeps up never loses events to batching.
         self._max_batch = min(MAX_BATCH, max(1, settings.max_queue_size // 2))
@@ -219,6 +220,7 @@ class Node:
             framer=self.framer,
             counters=self.counters,
             connection_id=connection_id,
+            dropped_notice=self._dropped_notice,
         )
         self._sessions[session] = None
         self.counters.connection_counter += 1

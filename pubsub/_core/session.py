@@ -20,7 +20,6 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Final
 
@@ -56,6 +55,16 @@ class CloseReason:
 
     def __repr__(self) -> str:
         return f"CloseReason({self.code}, {self.reason!r}, {self.error})"
+
+
+def dropped_notice_for(framer: Framer) -> Callable[[int], bytes]:
+    """Builds the framed ``messages_dropped`` notice (one per node, not per session:
+    a closure per idle connection is memory for nothing)."""
+
+    def notice(count: int) -> bytes:
+        return framer(info_frame("messages_dropped", dropped=count))
+
+    return notice
 
 
 _ids: Final = itertools.count(1)
@@ -123,6 +132,7 @@ class Session:
         framer: Framer,
         counters: Counters,
         connection_id: str | None = None,
+        dropped_notice: Callable[[int], bytes] | None = None,
     ) -> None:
         self.connection_id = connection_id or new_connection_id()
         self.client_id: str | None = None
@@ -144,7 +154,7 @@ class Session:
             max_frames=max_queue_size,
             max_bytes=max_queue_bytes,
             policy=policy,
-            dropped_notice=lambda n: framer(info_frame("messages_dropped", dropped=n)),
+            dropped_notice=dropped_notice or dropped_notice_for(framer),
         )
         self.on_close: Callable[[], None] | None = None
         self._waiter: trio.lowlevel.Task | None = None
@@ -342,7 +352,7 @@ class Session:
 
     # ----------------------------------------------------------------- output
 
-    async def next_batch(self) -> deque[bytes]:
+    async def next_batch(self) -> list[bytes]:
         """Wait for frames and take all of them, oldest first (a
         ``messages_dropped`` notice first when events were dropped). Returns an
         empty batch once the session is closing and everything queued was taken.
