@@ -57,6 +57,10 @@ class CloseReason:
         return f"CloseReason({self.code}, {self.reason!r}, {self.error})"
 
 
+#: ``Session._waiter`` while no writer task runs (see ``Session.writer_idle``).
+_NO_WRITER: Final = object()
+
+
 def dropped_notice_for(framer: Framer) -> Callable[[int], bytes]:
     """Builds the framed ``messages_dropped`` notice (one per node, not per session:
     a closure per idle connection is memory for nothing)."""
@@ -105,6 +109,7 @@ class Session:
         "_drained",
         "_framer",
         "_oldest_at",
+        "_start_writer",
         "_waiter",
         "batch_published_at",
         "client_id",
@@ -157,7 +162,10 @@ class Session:
             dropped_notice=dropped_notice or dropped_notice_for(framer),
         )
         self.on_close: Callable[[], None] | None = None
-        self._waiter: trio.lowlevel.Task | None = None
+        #: The writer task parked for frames, ``_NO_WRITER`` when the transport
+        #: starts one on demand and none runs, None while a writer is busy.
+        self._waiter: trio.lowlevel.Task | object | None = None
+        self._start_writer: Callable[[], object] | None = None
         self.write_now: Callable[[bytes, float], int] | None = None
         self._drained: trio.Event | None = None
         #: While the reader carries out one read's requests: everything for this
@@ -303,12 +311,9 @@ class Session:
         """Write what was held at once if the writer is idle, else hand it over."""
         self._corked = False
         outbox = self.outbox
-        if (
-            not (outbox.queue or outbox.dropped_pending)
-            or self.close_reason is not None
-            or self._waiter is None
-            or self.write_now is None
-        ):
+        if not (outbox.queue or outbox.dropped_pending) and self.close_reason is None:
+            return
+        if self.close_reason is not None or self._waiter is None or self.write_now is None:
             self._wake()  # the writer (if parked) takes it, or is busy and will
             return
         batch = outbox.take()
@@ -364,13 +369,31 @@ class Session:
             # Parking is itself a checkpoint.
             self._waiter = trio.lowlevel.current_task()
             await trio.lowlevel.wait_task_rescheduled(self._abort_wait)
-        batch = outbox.take()
+        return self._take()
+
+    def _take(self) -> list[bytes]:
+        batch = self.outbox.take()
         self.batch_published_at = self._oldest_at
         self._oldest_at = 0.0
         if self._drained is not None:
             self._drained.set()
             self._drained = None
         return batch
+
+    def take_batch(self) -> list[bytes] | None:
+        """For a writer started on demand (:meth:`writer_idle`): everything queued,
+        as :meth:`next_batch` gives it, or None when nothing is."""
+        if not self.outbox.queue and not self.outbox.dropped_pending:
+            return None
+        return self._take()
+
+    def writer_idle(self, start_writer: Callable[[], object]) -> None:
+        """The connection has no writer task now: frames are written at once while
+        the outbox is empty, and ``start_writer`` is called when one is needed
+        (frames that must wait, or the close). An idle connection then holds no
+        task for writing (a parked task is about 2 KB)."""
+        self._start_writer = start_writer
+        self._waiter = _NO_WRITER
 
     async def wait_for_room(self) -> None:
         """Wait while the outbox holds ``MAX_QUEUE_SIZE`` entries or more (the
@@ -385,7 +408,11 @@ class Session:
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
-            trio.lowlevel.reschedule(waiter)
+            if isinstance(waiter, trio.lowlevel.Task):
+                trio.lowlevel.reschedule(waiter)
+            else:
+                assert self._start_writer is not None
+                self._start_writer()
 
     def _abort_wait(self, _: object) -> trio.lowlevel.Abort:
         self._waiter = None

@@ -155,6 +155,7 @@ class Connection:
         self._latency = observe_latency
         self._peer_closed = trio.Event()
         self._cancel = trio.CancelScope()
+        self._nursery: trio.Nursery | None = None
         self._fd = stream.socket.fileno()
         session.write_now = self._write_now
         # A closing connection gets SHUTDOWN_TIMEOUT (at least CLOSE_TIMEOUT) to flush
@@ -202,8 +203,15 @@ class Connection:
     async def run(self) -> None:
         with self._cancel:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write)
+                self._nursery = nursery
+                # No writer task until one is needed: frames go out at once while
+                # nothing waits (an idle connection holds no task for writing).
+                self.session.writer_idle(self._start_writer)
                 await self._read()
+
+    def _start_writer(self) -> None:
+        if self._nursery is not None and not self._cancel.cancel_called:
+            self._nursery.start_soon(self._write)
 
     async def _read(self) -> None:
         session = self.session
@@ -250,9 +258,12 @@ class Connection:
         latency = self._latency
         try:
             while True:
-                batch = await session.next_batch()
-                if not batch:
-                    break
+                batch = session.take_batch()
+                if batch is None:
+                    if session.close_reason is None:
+                        session.writer_idle(self._start_writer)  # until needed again
+                        return
+                    break  # closing, and everything queued is written
                 data = batch[0] if len(batch) == 1 else b"".join(batch)
                 # Try the socket directly first: trio's send_all would add a
                 # scheduler round trip even when the kernel takes it all at once.
@@ -276,10 +287,10 @@ class Connection:
         self._abort()
 
     def _abort(self) -> None:
+        self._cancel.cancel()  # first: the close below then starts no writer
         self.session.write_now = None
         if self.session.is_open:
             self.session.close(CloseReason(CLOSE_ABNORMAL, "connection lost"))
-        self._cancel.cancel()
 
 
 async def run_keepalive(node: Node) -> None:
