@@ -201,7 +201,9 @@ def check(data: bytes, cuts: list[int]) -> None:
     ), (got, expected)
 
 
-@settings(max_examples=3000, deadline=None)
+# derandomize: the same examples on every run, so CI never meets a new one by
+# chance; drop it (or pass --hypothesis-seed) to explore further.
+@settings(max_examples=3000, deadline=None, derandomize=True)
 @given(streams())
 def test_the_same_messages_replies_refusals_and_close_codes_as_wsproto(
     stream: tuple[bytes, list[int]],
@@ -209,13 +211,13 @@ def test_the_same_messages_replies_refusals_and_close_codes_as_wsproto(
     check(*stream)
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=3000, deadline=None, derandomize=True)
 @given(conversations())
 def test_mostly_valid_traffic_gives_the_same_as_wsproto(stream: tuple[bytes, list[int]]) -> None:
     check(*stream)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(st.binary(max_size=200), st.lists(st.integers(min_value=0, max_value=200), max_size=6))
 def test_random_bytes_give_the_same_result(data: bytes, cuts: list[int]) -> None:
     """Unstructured bytes (mostly broken framing at once)."""
