@@ -228,7 +228,8 @@ def test_cluster_counts_are_exact(procs: Processes, monkeypatch: pytest.MonkeyPa
         if row["variant"] == clustered:
             assert set(row["cpu_parts"]) == {"nodes", "redis"}
             assert row["server_dropped"] is None  # each node counts its own
-            assert node_us <= row["us_per_delivery"]
+            # Sums of floats: equal parts may differ in the last digits.
+            assert node_us <= row["us_per_delivery"] + 1e-6
         else:
             assert set(row["cpu_parts"]) == {"nodes"}
             assert row["server_dropped"] == 0
