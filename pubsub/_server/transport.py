@@ -116,6 +116,8 @@ async def handle_texts(node: Node, session: Session, texts: list[str], received_
     failure becomes an error frame (an unexpected one closes the connection with
     ``INTERNAL``/1011). Their answers leave in one write."""
     frames: list[AnyClientFrame] = []
+    # Before corking: a full outbox must be drained by the writer first.
+    await session.wait_for_room()
     session.cork()
     try:
         for text in texts:
@@ -125,7 +127,6 @@ async def handle_texts(node: Node, session: Session, texts: list[str], received_
                 session.send_error(exc)
         if not frames:
             return
-        await session.wait_for_room()
         try:
             await node.handle_many(session, frames, received_at)
         except PubSubError as exc:

@@ -597,3 +597,17 @@ async def test_welcome_frame_names_the_connection_and_the_node() -> None:
         assert welcome["msg"] == "connected"
         assert welcome["connection_id"].startswith("c-")
         assert welcome["node_id"] == "node-a"
+
+
+async def test_a_read_full_of_bad_frames_is_answered_even_with_a_small_outbox() -> None:
+    """Every answer of one read waits in a held outbox; more of them than
+    MAX_QUEUE_SIZE must not stall the connection."""
+    async with running(max_queue_size=4) as server, ws_client(server) as ws:
+        bad = [f"{{not json {i}" for i in range(20)]
+        await ws.send_message(bad[0])  # warm: one answer
+        assert (await recv(ws))["error"]["code"] == "BAD_REQUEST"
+        for text in bad:  # many in flight; the server may read them in one go
+            await ws.send_message(text)
+        for _ in bad:
+            assert (await recv(ws))["error"]["code"] == "BAD_REQUEST"
+        assert (await request(ws, type="ping", request_id="after"))["type"] == "pong"
