@@ -746,14 +746,14 @@ async def test_a_delete_through_one_node_reaches_every_node_after_earlier_messag
 
 
 def feed_is_back(
-    admin: Admin, node_id: str, killed: str | None = None
+    admin: Admin, node_id: str, killed: str | None = None, channels: int = 2
 ) -> Callable[[], Awaitable[bool]]:
     """Whether node ``node_id``'s pub/sub connection (not the ``killed`` one) is there with
-    both its channels (control and topic). glide reconnects it on its own schedule."""
+    its ``channels`` (control, and a topic's). glide reconnects it on its own schedule."""
 
     async def check() -> bool:
         back = await admin.pubsub_connections(node_id)
-        return bool(back) and back[0]["id"] != killed and back[0]["sub"] == "2"
+        return bool(back) and back[0]["id"] != killed and back[0]["sub"] == str(channels)
 
     return check
 
@@ -925,6 +925,9 @@ async def test_while_redis_is_down_requests_are_unavailable_and_nothing_is_lost(
             # Publish once B's feed is back, so this test is about the outage alone
             # (a feed that comes back later is test_messages_missed_while_the_feed_...).
             await eventually(feed_is_back(admin, "B"))
+            # A follows no topic (its control channel only): until that connection
+            # is back, a subscribe through A answers UNAVAILABLE.
+            await eventually(feed_is_back(admin, "A", channels=1))
         assert ack_offsets(await publisher.publish("orders", [4, 5])) == [4, 5]
         frames = await subscriber.until(has_offset(5), guard=RECONNECT)
         # The subscription outlived the outage: no topic_deleted, no drop, no duplicate.
