@@ -316,12 +316,10 @@ class Session:
         if self.close_reason is not None or self._waiter is None or self.write_now is None:
             self._wake()  # the writer (if parked) takes it, or is busy and will
             return
-        batch = outbox.take()
-        published_at, self._oldest_at = self._oldest_at, 0.0
-        if self._drained is not None:
-            self._drained.set()
-            self._drained = None
-        self._write_direct(batch[0] if len(batch) == 1 else b"".join(batch), published_at)
+        batch = self._take()
+        self._write_direct(
+            batch[0] if len(batch) == 1 else b"".join(batch), self.batch_published_at
+        )
 
     # -------------------------------------------------------------- lifecycle
 

@@ -41,7 +41,7 @@ from .._protocol.websocket import (
 )
 from .auth import allowed
 from .metrics import Metrics
-from .transport import handle_text
+from .transport import handle_texts
 
 #: hypercorn's own limit, as a multiple of MAX_MESSAGE_SIZE (see the module docstring).
 HYPERCORN_SIZE_FACTOR: Final = 4
@@ -95,7 +95,7 @@ async def _read(node: Node, session: Session) -> None:
                 MessageTooLarge(f"message larger than MAX_MESSAGE_SIZE ({max_size} bytes)")
             )
         else:
-            await handle_text(node, session, data, received_at)
+            await handle_texts(node, session, [data], received_at)
 
 
 async def _write(session: Session, metrics: Metrics, done: trio.CancelScope) -> None:

@@ -106,11 +106,6 @@ async def serve_websocket(
         )
 
 
-async def handle_text(node: Node, session: Session, text: str, received_at: float) -> None:
-    """Decode one client message and carry it out (see :func:`handle_texts`)."""
-    await handle_texts(node, session, [text], received_at)
-
-
 async def handle_texts(node: Node, session: Session, texts: list[str], received_at: float) -> None:
     """Decode the client messages of one read and carry them out together; every
     failure becomes an error frame (an unexpected one closes the connection with
