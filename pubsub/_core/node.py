@@ -36,7 +36,7 @@ from .._settings import Settings
 from .counters import Counters, DeliveryStats, Stats, TopicStats, WebSocketStats
 from .engine import Engine, Publication, TopicInfo
 from .outbox import POLICIES
-from .session import CloseReason, Framer, Session, dropped_notice_for
+from .session import Burst, CloseReason, Framer, Session, dropped_notice_for
 from .topic import Command, DeleteTopic, TopicActor
 
 #: The most commands a topic actor takes from its inbox in one wake-up.
@@ -89,6 +89,9 @@ class Node:
         self._no_sessions: trio.Event | None = None
         self._policy = POLICIES[settings.backpressure_policy]()
         self._dropped_notice = dropped_notice_for(framer)
+        #: The sessions' direct writes of a scheduler pass, written together at
+        #: its end (``open_node`` installs it as a trio instrument).
+        self.burst = Burst()
         # A batch never fills more than half an empty outbox by itself, so a
         # subscriber that keeps up never loses events to batching.
         self._max_batch = min(MAX_BATCH, max(1, settings.max_queue_size // 2))
@@ -221,6 +224,7 @@ class Node:
             counters=self.counters,
             connection_id=connection_id,
             dropped_notice=self._dropped_notice,
+            burst=self.burst,
         )
         self._sessions[session] = None
         self.counters.connection_counter += 1
@@ -380,11 +384,17 @@ async def open_node(
         async with trio.open_nursery() as engine_nursery:
             async with trio.open_nursery() as actors:
                 node = Node(settings, engine, actors, framer=framer)
-                await engine_nursery.start(engine.run, node)
+                trio.lowlevel.add_instrument(node.burst)
                 try:
-                    yield node
+                    await engine_nursery.start(engine.run, node)
+                    try:
+                        yield node
+                    finally:
+                        node.close()
                 finally:
-                    node.close()
+                    # Whatever is held goes out now (the instrument sees no more passes).
+                    trio.lowlevel.remove_instrument(node.burst)
+                    node.burst.before_io_wait(0.0)
             engine_nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # One failure (usually the caller's own) comes out as itself, not as a group.

@@ -171,9 +171,10 @@ class Outbox:
         self._replayed += len(frames)
 
     def put_rest(self, data: bytes) -> None:
-        """Queue the unwritten rest of a frame written directly to an empty outbox."""
-        assert not self.queue
-        self.queue.append(Pinned(data))
+        """Queue the unwritten rest of a direct write, in front of everything (what
+        is queued came after it)."""
+        assert not self.partial
+        self.queue.insert(0, Pinned(data))
         self.partial = True
 
     # ------------------------------------------------- used by the policies

@@ -8,7 +8,12 @@ policy; the session carries out its verdict (count drops, or close with
 
 While the writer is parked on an empty outbox, frames are written at once
 through the transport's non-blocking ``write_now`` hook instead of waking the
-writer: one system call instead of a task switch per subscriber.
+writer: one system call instead of a task switch per subscriber. With a
+:class:`Burst` (a node's sessions share one), those writes wait until the end
+of the scheduler's pass and leave together, one per connection: a connection
+that got several frames in the pass gets one write, and the writes of a pass
+come back to back (a write that wakes a sleeping reader costs several times
+one that finds it awake).
 
 Control frames (acks, errors, pongs, infos) are never dropped: a client
 waiting for an ack must get it. They are bounded by the reader, which waits
@@ -18,6 +23,7 @@ for room (:meth:`Session.wait_for_room`) before it handles the next request.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -36,6 +42,8 @@ from .._protocol.frames import RequestId, error_frame, info_frame
 from .._protocol.timestamps import now_ms
 from .counters import Counters
 from .outbox import DISCONNECT, Outbox, Pinned, Policy
+
+log = logging.getLogger("pubsub.session")
 
 #: Wraps an encoded JSON frame for the wire (the WebSocket transport prepends
 #: the frame header); applied once per frame.
@@ -80,6 +88,34 @@ def new_connection_id() -> str:
     return f"c-{_id_prefix}{next(_ids):x}"
 
 
+class Burst(trio.abc.Instrument):
+    """The direct writes of one scheduler pass, written together just before trio
+    waits for I/O (a trio instrument, like Redis's ``beforeSleep``).
+
+    A session holds what it would have written at once (:meth:`Session.deliver`
+    with an idle writer) and registers here; :meth:`before_io_wait` writes each
+    held session's bytes with one system call. Nothing waits longer than the
+    pass that produced it, and a pass never waits on a held write.
+    """
+
+    __slots__ = ("sessions",)
+
+    def __init__(self) -> None:
+        self.sessions: list[Session] = []
+
+    def before_io_wait(self, timeout: float) -> None:
+        sessions = self.sessions
+        if not sessions:
+            return
+        self.sessions = []
+        for session in sessions:
+            try:
+                session.flush_held()
+            except Exception:  # an instrument that raises is removed: never let one
+                log.exception("writing held frames to %s failed", session.connection_id)
+                session.close(CloseReason(CLOSE_ABNORMAL, "internal error"))
+
+
 class Session:
     """The node's view of one connection.
 
@@ -101,6 +137,7 @@ class Session:
             is gone); the second argument is when the data's oldest event was
             received from its publisher (0.0: not an event), for latency sampling.
         on_close: Set by a transport: called once when the session starts closing.
+        burst: The node's :class:`Burst`, or None to write at once.
     """
 
     __slots__ = (
@@ -108,10 +145,13 @@ class Session:
         "_counters",
         "_drained",
         "_framer",
+        "_held",
+        "_held_at",
         "_oldest_at",
         "_start_writer",
         "_waiter",
         "batch_published_at",
+        "burst",
         "client_id",
         "close_reason",
         "connected_at",
@@ -138,6 +178,7 @@ class Session:
         counters: Counters,
         connection_id: str | None = None,
         dropped_notice: Callable[[int], bytes] | None = None,
+        burst: Burst | None = None,
     ) -> None:
         self.connection_id = connection_id or new_connection_id()
         self.client_id: str | None = None
@@ -171,6 +212,12 @@ class Session:
         #: While the reader carries out one read's requests: everything for this
         #: connection waits, and goes out in one write at the end (``uncork``).
         self._corked = False
+        self.burst = burst
+        #: Bytes written "at once" this pass, waiting for the burst (oldest first),
+        #: and when the oldest event among them was received (latency sampling).
+        #: While any are held, the outbox holds only what came after them.
+        self._held: list[bytes] | None = None
+        self._held_at = 0.0
 
     def __repr__(self) -> str:
         return f"<Session {self.connection_id} client_id={self.client_id!r}>"
@@ -186,13 +233,20 @@ class Session:
 
     # ------------------------------------------------------------------ input
 
-    def deliver(self, frames: list[bytes], nbytes: int, published_at: float = 0.0) -> int:
+    def deliver(
+        self,
+        frames: list[bytes],
+        nbytes: int,
+        published_at: float = 0.0,
+        joined: bytes | None = None,
+    ) -> int:
         """Queue live event frames (already framed, ``nbytes`` long together); never
         blocks. Returns how many events the backpressure policy dropped.
 
         This is the fan-out hot path: one call per subscriber per topic batch.
         ``published_at`` is when the first of them reached the server (for the
-        latency histogram; 0.0 when unknown).
+        latency histogram; 0.0 when unknown). ``joined``, when given, is the
+        frames as one ``bytes`` (built once for every subscriber).
         """
         if self.close_reason is not None:
             return 0
@@ -205,7 +259,9 @@ class Session:
         ):
             self._counters.delivered += len(frames)
             self.delivered += len(frames)
-            self._write_direct(frames[0] if len(frames) == 1 else b"".join(frames), published_at)
+            if joined is None:
+                joined = frames[0] if len(frames) == 1 else b"".join(frames)
+            self._write_direct(joined, published_at)
             return 0
         if not self._oldest_at:
             self._oldest_at = published_at
@@ -286,7 +342,40 @@ class Session:
             self._wake()
 
     def _write_direct(self, data: bytes, published_at: float) -> None:
-        """Write while the writer is idle; whatever does not fit goes to the writer."""
+        """Write while the writer is idle (at the end of the pass, with a burst);
+        whatever does not fit goes to the writer."""
+        burst = self.burst
+        if burst is not None:
+            held = self._held
+            if held is None:
+                self._held = [data]
+                self._held_at = published_at
+                burst.sessions.append(self)
+            else:
+                held.append(data)
+                self._held_at = self._held_at or published_at
+            return
+        self._write(data, published_at)
+
+    def flush_held(self) -> None:
+        """Write what this pass held (the :class:`Burst` calls this)."""
+        held = self._held
+        if held is None:
+            return
+        self._held = None
+        self._write(held[0] if len(held) == 1 else b"".join(held), self._held_at)
+
+    def _spill(self) -> None:
+        """Put held bytes in front of the outbox (the writer takes over now)."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            data = held[0] if len(held) == 1 else b"".join(held)
+            # Accepted as if written: never dropped, and older than anything queued.
+            self.outbox.queue.insert(0, Pinned(data))
+            self._oldest_at = self._held_at or self._oldest_at
+
+    def _write(self, data: bytes, published_at: float) -> None:
         assert self.write_now is not None
         try:
             written = self.write_now(data, published_at)
@@ -403,6 +492,8 @@ class Session:
         await trio.lowlevel.checkpoint_if_cancelled()
 
     def _wake(self) -> None:
+        if self._held is not None:
+            self._spill()
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None

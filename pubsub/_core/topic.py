@@ -182,9 +182,10 @@ class TopicActor:
                     subscriber.replay(frames)
             else:
                 nbytes = sum(map(len, frames))
+                joined = frames[0] if len(frames) == 1 else b"".join(frames)
                 dropped = 0
                 for subscriber in self.subscribers:
-                    dropped += subscriber.deliver(frames, nbytes, published_at)
+                    dropped += subscriber.deliver(frames, nbytes, published_at, joined)
                 if dropped:
                     self.dropped += dropped
         if self._seen is not None or self._joining:

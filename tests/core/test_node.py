@@ -1130,6 +1130,8 @@ async def test_a_reads_answers_leave_in_one_write(
         )
         assert writes == []  # held while the read's requests are carried out
         publisher.uncork()
+        assert writes == []  # and until the scheduler's pass ends
+        await trio.lowlevel.checkpoint()
         [write] = writes
         assert write.count(b'"type":"ack"') == 3
         nursery.cancel_scope.cancel()
