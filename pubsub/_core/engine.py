@@ -30,8 +30,11 @@ import trio
 from .._protocol.frames import Message
 
 
-class Publication:
+class Publication(msgspec.Struct, gc=False):
     """A stored message: what the engine gives back in history and the feed.
+
+    Not tracked by the garbage collector (it can be in no cycle): history rings
+    hold many, and each tracked one would be scanned by every full collection.
 
     Attributes:
         frame: The wire bytes of its ``event`` frame on this node, set by the
@@ -40,13 +43,10 @@ class Publication:
             history) costs no second encoding.
     """
 
-    __slots__ = ("frame", "message", "offset", "ts")
-
-    def __init__(self, offset: int, ts: str, message: Message) -> None:
-        self.offset = offset
-        self.ts = ts
-        self.message = message
-        self.frame: bytes | None = None
+    offset: int
+    ts: str
+    message: Message
+    frame: bytes | None = None
 
     def __repr__(self) -> str:
         return f"Publication({self.offset}, {self.ts!r}, {self.message.id!r})"

@@ -46,15 +46,20 @@ def check_topic_name(name: object, request_id: RequestId | None = None) -> str:
 # Client -> server frames.
 
 
-class Message(msgspec.Struct, frozen=True):
-    """A published message: the client's id and its payload, kept as raw JSON."""
+class Message(msgspec.Struct, frozen=True, gc=False):
+    """A published message: the client's id and its payload, kept as raw JSON.
+
+    Not tracked by the garbage collector (``gc=False``: it holds only strings
+    and bytes, so it can be in no cycle): the history rings hold many, and
+    every tracked object there would be scanned by each full collection."""
 
     id: MessageId
     payload: msgspec.Raw
 
 
-class ClientFrame(msgspec.Struct, tag_field="type", frozen=True):
-    """Base of the frames a client sends; ``type`` is the tag."""
+class ClientFrame(msgspec.Struct, tag_field="type", frozen=True, gc=False):
+    """Base of the frames a client sends; ``type`` is the tag. Untracked by the
+    garbage collector like :class:`Message` (one per request on the hot path)."""
 
 
 class Subscribe(ClientFrame, tag="subscribe", frozen=True):

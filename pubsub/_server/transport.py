@@ -44,7 +44,7 @@ from .auth import allowed
 
 log = logging.getLogger("pubsub.transport")
 
-RECEIVE_SIZE: Final = 65536
+RECEIVE_SIZE: Final = 262144
 
 #: Called after each write that carried events, with the ``perf_counter()`` time
 #: the oldest of them was received from its publisher (see ``LatencySampler``).
