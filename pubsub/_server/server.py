@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -36,6 +37,7 @@ from .._protocol.websocket import text_frame
 from .._settings import Settings
 from .asgi_ws import HYPERCORN_SIZE_FACTOR
 from .http import ServerState, create_app
+from .listen import serve_listeners
 from .metrics import Metrics
 from .transport import run_keepalive, serve_websocket
 
@@ -99,14 +101,29 @@ class _PrefixedStream(trio.abc.HalfCloseableStream):
         await self._stream.aclose()
 
 
-async def read_head(stream: trio.SocketStream) -> bytes | None:
-    """Read until the end of the HTTP request head (or ``MAX_HEAD`` bytes).
+def read_head_now(stream: trio.SocketStream) -> bytes | None:
+    """What the peer has sent so far, without waiting (usually its whole request
+    head: clients send it right after connecting); None if the peer closed."""
+    try:
+        return os.read(stream.socket.fileno(), MAX_HEAD)
+    except BlockingIOError:
+        return b""
+    except OSError:
+        return None
+
+
+def head_complete(data: bytes) -> bool:
+    return b"\r\n\r\n" in data or len(data) >= MAX_HEAD
+
+
+async def read_head(stream: trio.SocketStream, data: bytes = b"") -> bytes | None:
+    """Read until the end of the HTTP request head (or ``MAX_HEAD`` bytes), after
+    ``data`` (read already).
 
     Returns everything read, possibly with bytes after the head, or None if
     the peer closed first.
     """
-    data = b""
-    while b"\r\n\r\n" not in data and len(data) < MAX_HEAD:
+    while not head_complete(data):
         chunk = await stream.receive_some(MAX_HEAD)
         if not chunk:
             return None
@@ -218,7 +235,7 @@ class Server:
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as services:
                 await services.start(
-                    partial(trio.serve_listeners, handler, listeners, handler_nursery=connections)
+                    partial(serve_listeners, handler, listeners, handler_nursery=connections)
                 )
                 services.start_soon(run_keepalive, node)
                 log.info(
@@ -259,9 +276,11 @@ class Server:
         stream: trio.SocketStream,
     ) -> None:
         try:
-            head = None
-            with trio.move_on_after(self.settings.seconds("handshake_timeout")):
-                head = await read_head(stream)
+            head = read_head_now(stream)
+            if head is not None and not head_complete(head):
+                read, head = head, None
+                with trio.move_on_after(self.settings.seconds("handshake_timeout")):
+                    head = await read_head(stream, read)
             if head is None:
                 return  # closed, or no complete request head in HANDSHAKE_TIMEOUT
             if not is_websocket_request(head):

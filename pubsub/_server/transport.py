@@ -88,7 +88,7 @@ async def serve_websocket(
         return
     try:
         welcome = info_frame("connected", connection_id=session.connection_id, node_id=node.node_id)
-        await stream.send_all(accept + text_frame(welcome))
+        await send_all(stream, accept + text_frame(welcome))
         await Connection(stream, reader, session, node, observe_latency).run()
     finally:
         node.close_session(session)
@@ -104,6 +104,19 @@ async def serve_websocket(
             session.delivered,
             session.dropped,
         )
+
+
+async def send_all(stream: trio.SocketStream, data: bytes) -> None:
+    """``stream.send_all(data)``, trying one plain write first: the socket is
+    writable almost always, and trio's ``send_all`` costs a scheduler round trip."""
+    try:
+        written = os.write(stream.socket.fileno(), data)
+    except BlockingIOError:
+        written = 0
+    except OSError as exc:
+        raise trio.BrokenResourceError from exc
+    if written < len(data):
+        await stream.send_all(memoryview(data)[written:])
 
 
 async def handle_texts(node: Node, session: Session, texts: list[str], received_at: float) -> None:
