@@ -6,6 +6,8 @@ import time
 
 _ts_second = -1
 _ts_prefix = ""
+_ts_last_ms = -1
+_ts_last = ""
 
 
 def now_ms() -> int:
@@ -16,15 +18,19 @@ def now_ms() -> int:
 def format_ts(epoch_ms: int) -> str:
     """Format epoch milliseconds as ``2026-11-28T10:00:00.123Z``.
 
-    The formatted second is cached: under load many messages share a second,
-    and strftime is the expensive part.
+    The formatted second and the last result are cached: under load many
+    messages share a millisecond, and strftime is the expensive part.
     """
-    global _ts_second, _ts_prefix
+    global _ts_second, _ts_prefix, _ts_last_ms, _ts_last
+    if epoch_ms == _ts_last_ms:
+        return _ts_last
     second, millis = divmod(epoch_ms, 1000)
     if second != _ts_second:
         _ts_prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
         _ts_second = second
-    return f"{_ts_prefix}{millis:03d}Z"
+    _ts_last_ms = epoch_ms
+    _ts_last = f"{_ts_prefix}{millis:03d}Z"
+    return _ts_last
 
 
 def ts_now() -> str:

@@ -53,6 +53,10 @@ MAX_CLOSE_REASON: Final = 123
 OPCODE_TEXT: Final = 0x1
 
 
+#: The header of every final text frame shorter than 126 bytes, built once.
+_SHORT_TEXT_HEADERS: Final = [bytes((0x81, length)) for length in range(126)]
+
+
 def text_frame(data: bytes) -> bytes:
     """One final, unmasked WebSocket text frame carrying ``data`` (RFC 6455 5.2).
 
@@ -61,7 +65,7 @@ def text_frame(data: bytes) -> bytes:
     """
     length = len(data)
     if length < 126:
-        return bytes((0x81, length)) + data
+        return _SHORT_TEXT_HEADERS[length] + data
     if length < 65536:
         return b"\x81\x7e" + length.to_bytes(2, "big") + data
     return b"\x81\x7f" + length.to_bytes(8, "big") + data
