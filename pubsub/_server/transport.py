@@ -44,7 +44,14 @@ from .auth import allowed
 
 log = logging.getLogger("pubsub.transport")
 
-RECEIVE_SIZE: Final = 262144
+#: A read takes at most this much; a connection whose reads fill it reads more
+#: at once next time (times 4, up to :data:`MAX_RECEIVE_SIZE`), one whose read
+#: comes back small starts over. A flooding publisher's requests are then
+#: carried out many at a time (fewer topic runs, and each subscriber's events
+#: of the pass leave in one write), while a pass stays bounded (about 10 ms of
+#: requests at 1 MiB) and a quiet connection never allocates more than 64 KiB.
+RECEIVE_SIZE: Final = 65536
+MAX_RECEIVE_SIZE: Final = 1048576
 
 #: Called after each write that carried events, with the ``perf_counter()`` time
 #: the oldest of them was received from its publisher (see ``LatencySampler``).
@@ -166,6 +173,7 @@ class Connection:
         self._cancel = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
         self._fd = stream.socket.fileno()
+        self._receive_size = RECEIVE_SIZE
         session.write_now = self._write_now
         # A closing connection gets SHUTDOWN_TIMEOUT (at least CLOSE_TIMEOUT) to flush
         # and close; a peer that stopped reading cannot keep it open longer.
@@ -192,7 +200,7 @@ class Connection:
         at once yields explicitly, so a flooding peer cannot starve the others.
         """
         try:
-            data = os.read(self._fd, RECEIVE_SIZE)
+            data = self._read_now()
         except BlockingIOError:
             pass
         except OSError:
@@ -203,11 +211,20 @@ class Connection:
         while True:
             await trio.lowlevel.wait_readable(self.stream.socket)
             try:
-                return os.read(self._fd, RECEIVE_SIZE)
+                return self._read_now()
             except BlockingIOError:
                 continue
             except OSError:
                 return b""
+
+    def _read_now(self) -> bytes:
+        size = self._receive_size
+        data = os.read(self._fd, size)
+        if len(data) == size:
+            self._receive_size = min(size * 4, MAX_RECEIVE_SIZE)
+        elif len(data) < RECEIVE_SIZE:
+            self._receive_size = RECEIVE_SIZE
+        return data
 
     async def run(self) -> None:
         with self._cancel:
