@@ -233,7 +233,13 @@ class Connection:
                 # No writer task until one is needed: frames go out at once while
                 # nothing waits (an idle connection holds no task for writing).
                 self.session.writer_idle(self._start_writer)
-                await self._read()
+                try:
+                    await self._read()
+                finally:
+                    # Once reading is over no writer is started: the session is
+                    # closed (its writer started by the close), or the connection
+                    # was cancelled and its nursery may already refuse tasks.
+                    self._nursery = None
 
     def _start_writer(self) -> None:
         if self._nursery is not None and not self._cancel.cancel_called:

@@ -611,3 +611,88 @@ async def test_a_read_full_of_bad_frames_is_answered_even_with_a_small_outbox() 
         for _ in bad:
             assert (await recv(ws))["error"]["code"] == "BAD_REQUEST"
         assert (await request(ws, type="ping", request_id="after"))["type"] == "pong"
+
+
+async def test_a_flood_bigger_than_any_read_is_carried_out_in_order() -> None:
+    """Megabytes of publishes written at once (reads grow to their largest size
+    and back): every one acknowledged and delivered, in order, none twice."""
+    count = 12_000
+    async with running(max_queue_size=count) as server:  # a slow reader here loses nothing
+        await create_topics(server, "flood", "other")
+        async with ws_client(server) as subscriber:
+            await subscribe(subscriber, "flood")
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            client = WSConnection(ConnectionType.CLIENT)
+            await stream.send_all(client.send(Request(host="x", target="/ws")))
+            while not any(isinstance(event, AcceptConnection) for event in client.events()):
+                data = await stream.receive_some(65536)
+                assert data
+                client.receive_data(data)
+            payload = "x" * 200
+
+            def frame(i: int) -> bytes:
+                topic = "flood" if i % 3 else "other"
+                message = {"id": f"m{i}", "payload": payload}
+                text = json.dumps(
+                    {"type": "publish", "topic": topic, "client_id": "f", "request_id": i}
+                    | {"message": message}
+                )
+                return client.send(TextMessage(text))
+
+            frames = b"".join(frame(i) for i in range(count))
+            assert len(frames) > 2 * 1048576
+            acks: list[dict[str, Any]] = []
+
+            async def read_acks() -> None:
+                parts: list[str] = []
+                while len(acks) < count:
+                    data = await stream.receive_some(65536)
+                    assert data
+                    client.receive_data(data)
+                    for event in client.events():
+                        if isinstance(event, TextMessage):
+                            parts.append(event.data)
+                            if event.message_finished:
+                                frame = json.loads("".join(parts))
+                                parts.clear()
+                                if frame["type"] == "ack":
+                                    acks.append(frame)
+
+            flooded = [i for i in range(count) if i % 3]
+            events: list[dict[str, Any]] = []
+
+            async def read_events() -> None:
+                while len(events) < len(flooded):
+                    events.append(await recv(subscriber))
+
+            with trio.fail_after(60):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(read_acks)
+                    nursery.start_soon(read_events)
+                    await stream.send_all(frames)
+            assert [ack["request_id"] for ack in acks if ack["topic"] == "flood"] == flooded
+            assert [ack["offset"] for ack in acks if ack["topic"] == "flood"] == list(
+                range(1, len(flooded) + 1)
+            )
+            assert [event["message"]["id"] for event in events] == [f"m{i}" for i in flooded]
+            assert (await request(subscriber, type="ping", request_id="end"))["type"] == "pong"
+            await stream.aclose()
+
+
+async def test_an_error_in_the_serving_block_ends_it_with_that_error() -> None:
+    """The server is cancelled (its block raised) while a connection sits open: the
+    cancelled connection must not break the shutdown drain that runs meanwhile."""
+    with pytest.raises(BaseExceptionGroup) as raised:
+        async with running() as server:
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            client = WSConnection(ConnectionType.CLIENT)
+            await stream.send_all(client.send(Request(host="x", target="/ws")))
+            while not any(isinstance(event, TextMessage) for event in client.events()):
+                data = await stream.receive_some(65536)
+                assert data
+                client.receive_data(data)  # the 101, then the welcome
+            raise KeyError("the block's own error")
+    await stream.aclose()
+    rest = raised.value.split(KeyError)[1]
+    assert raised.value.subgroup(KeyError) is not None
+    assert rest is None, rest.exceptions  # nothing else went wrong
