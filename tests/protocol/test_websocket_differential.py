@@ -180,7 +180,8 @@ TOO_LARGE = ("refused", ErrorCode.MESSAGE_TOO_LARGE)
 
 def check(data: bytes, cuts: list[int]) -> None:
     got, mid_frame = ours(data, cuts)
-    expected = normal(WsprotoReader(MAX_SIZE).receive_data(data))
+    reference = WsprotoReader(MAX_SIZE)
+    expected = normal(reference.receive_data(data))
     if mid_frame:
         # The last frame has not fully arrived: wsproto reads the part that did
         # (bad UTF-8 in it: 1007; a continuation out of place: 1002; over the
@@ -196,8 +197,12 @@ def check(data: bytes, cuts: list[int]) -> None:
     at = got.index(TOO_LARGE)
     assert got[:at] == expected[:at]
     rest = expected[at:]
-    assert TOO_LARGE in rest or any(
-        kind == "closed" and code in (1002, 1007) for kind, code, *_ in rest
+    # The stream may also end inside that message before the reference decides
+    # (it counts decoded characters, and holds back a cut UTF-8 sequence).
+    assert (
+        TOO_LARGE in rest
+        or any(kind == "closed" and code in (1002, 1007) for kind, code, *_ in rest)
+        or (not rest and reference.mid_message)
     ), (got, expected)
 
 

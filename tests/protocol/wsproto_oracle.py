@@ -1,14 +1,26 @@
-"""The reference for the differential test of :class:`pubsub._protocol.websocket.MessageReader`:
-the same rules applied on top of wsproto's own frame parser (what the server used
-before it parsed frames itself)."""
+"""The references for the differential tests of :mod:`pubsub._protocol.websocket`:
+the same rules applied on top of wsproto's own frame parser and handshake (what the
+server used before it parsed frames, and then handshakes, itself)."""
 
 from __future__ import annotations
 
-from wsproto import ConnectionType
-from wsproto.connection import Connection, ConnectionState
-from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+from urllib.parse import parse_qs, urlsplit
 
-from pubsub._protocol.errors import BadRequest, MessageTooLarge
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import Connection, ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import RemoteProtocolError
+
+from pubsub._protocol.errors import BadRequest, ErrorCode, MessageTooLarge, error_body
 from pubsub._protocol.websocket import Closed, ReaderEvent, Refused, Reply, Text
 
 
@@ -22,6 +34,11 @@ class WsprotoReader:
         self._size = 0
         self._binary = False
         self.refused_too_large = False
+
+    @property
+    def mid_message(self) -> bool:
+        """Whether part of a message was read and its end is awaited."""
+        return bool(self._parts or self._size or self._binary)
 
     def receive_data(self, data: bytes) -> list[ReaderEvent]:
         self._connection.receive_data(data)
@@ -64,3 +81,57 @@ class WsprotoReader:
         self.refused_too_large = True
         self._parts, self._size, self._binary = [], 0, False
         return Refused(MessageTooLarge("message larger than MAX_MESSAGE_SIZE"))
+
+
+class WsprotoHandshake:
+    """The server's opening handshake as wsproto's ``H11Handshake`` does it: the
+    former :class:`pubsub._protocol.websocket.Handshake`, unchanged."""
+
+    def __init__(self, head: bytes) -> None:
+        self._ws = WSConnection(ConnectionType.SERVER)
+        self.request: Request | None = None
+        self.refusal = b""
+        end = head.find(b"\r\n\r\n")
+        self._trailing = head[end + 4 :] if end >= 0 else b""
+        if not head:
+            body = error_body(ErrorCode.BAD_REQUEST, "empty WebSocket handshake")
+            self.refusal = (
+                b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+                b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            return
+        try:
+            self._ws.receive_data(head)
+            self.request = next((e for e in self._ws.events() if isinstance(e, Request)), None)
+        except RemoteProtocolError as exc:
+            hint = exc.event_hint
+            status = hint.status_code if isinstance(hint, RejectConnection) else 400
+            self.refusal = self.reject(
+                status, ErrorCode.BAD_REQUEST, f"bad WebSocket handshake: {exc}"
+            )
+        else:
+            if self.request is None:
+                self.refusal = self.reject(
+                    400, ErrorCode.BAD_REQUEST, "incomplete WebSocket handshake"
+                )
+
+    def header(self, name: bytes) -> str | None:
+        assert self.request is not None
+        for key, value in self.request.extra_headers:
+            if key.lower() == name:
+                return bytes(value).decode("latin-1")
+        return None
+
+    def query(self, name: str) -> str | None:
+        assert self.request is not None
+        values = parse_qs(urlsplit(self.request.target).query).get(name)
+        return values[0] if values else None
+
+    def reject(self, status: int, code: ErrorCode, message: str) -> bytes:
+        body = error_body(code, message)
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        data = self._ws.send(RejectConnection(status_code=status, headers=headers, has_body=True))
+        return data + self._ws.send(RejectData(data=body, body_finished=True))
+
+    def accept(self) -> tuple[bytes, bytes]:
+        return self._ws.send(AcceptConnection()), self._trailing
