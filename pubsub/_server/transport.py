@@ -156,6 +156,21 @@ async def handle_texts(node: Node, session: Session, texts: list[str], received_
 class Connection:
     """An accepted WebSocket connection: a reader and a writer around one session."""
 
+    # Slots: one per open connection, so its size is memory per idle connection.
+    __slots__ = (
+        "_cancel",
+        "_fd",
+        "_latency",
+        "_nursery",
+        "_peer_closed",
+        "_peer_closed_event",
+        "_receive_size",
+        "node",
+        "reader",
+        "session",
+        "stream",
+    )
+
     def __init__(
         self,
         stream: trio.SocketStream,
@@ -169,7 +184,10 @@ class Connection:
         self.session = session
         self.node = node
         self._latency = observe_latency
-        self._peer_closed = trio.Event()
+        # Whether the peer's close frame came; the writer waits for it after
+        # sending ours (an Event only then: most connections never need one).
+        self._peer_closed = False
+        self._peer_closed_event: trio.Event | None = None
         self._cancel = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
         self._fd = stream.socket.fileno()
@@ -272,7 +290,9 @@ class Connection:
                     # The peer's close (or our close's reply, or a framing error
                     # wsproto turned into a close with 1002/1007): answer and stop.
                     session.close(CloseReason(event.code, event.reason))
-                    self._peer_closed.set()
+                    self._peer_closed = True
+                    if self._peer_closed_event is not None:
+                        self._peer_closed_event.set()
                     return
             if texts:
                 await handle_texts(self.node, session, texts, received_at)
@@ -311,9 +331,11 @@ class Connection:
             assert reason is not None
             close = self.reader.close(reason.code, reason.reason)
             if close:
-                await stream.send_all(close)
-            with trio.move_on_after(self.node.settings.seconds("close_timeout")):
-                await self._peer_closed.wait()
+                await send_all(stream, close)
+            if not self._peer_closed:
+                self._peer_closed_event = trio.Event()
+                with trio.move_on_after(self.node.settings.seconds("close_timeout")):
+                    await self._peer_closed_event.wait()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
         self._abort()
