@@ -481,6 +481,8 @@ class Session:
         task for writing (a parked task is about 2 KB)."""
         self._start_writer = start_writer
         self._waiter = _NO_WRITER
+        if self.outbox.queue or self.outbox.dropped_pending or self.close_reason is not None:
+            self._wake()  # what came before the connection was ready
 
     async def wait_for_room(self) -> None:
         """Wait while the outbox holds ``MAX_QUEUE_SIZE`` entries or more (the

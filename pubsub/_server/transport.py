@@ -188,7 +188,9 @@ class Connection:
         # sending ours (an Event only then: most connections never need one).
         self._peer_closed = False
         self._peer_closed_event: trio.Event | None = None
-        self._cancel = trio.CancelScope()
+        #: The connection's nursery's scope (one cancel scope per connection: each
+        #: costs several microseconds of set-up): cancelling it ends reader and writer.
+        self._cancel: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._fd = stream.socket.fileno()
         self._receive_size = RECEIVE_SIZE
@@ -200,7 +202,8 @@ class Connection:
         session.on_close = lambda: self._give_up_after(grace)
 
     def _give_up_after(self, seconds: float) -> None:
-        self._cancel.deadline = min(self._cancel.deadline, trio.current_time() + seconds)
+        if self._cancel is not None:
+            self._cancel.deadline = min(self._cancel.deadline, trio.current_time() + seconds)
 
     def _write_now(self, data: bytes, published_at: float) -> int:
         """Non-blocking write for the session while the writer is idle."""
@@ -245,23 +248,24 @@ class Connection:
         return data
 
     async def run(self) -> None:
-        with self._cancel:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                # No writer task until one is needed: frames go out at once while
-                # nothing waits (an idle connection holds no task for writing).
-                self.session.writer_idle(self._start_writer)
-                try:
-                    await self._read()
-                finally:
-                    # Once reading is over no writer is started: the session is
-                    # closed (its writer started by the close), or the connection
-                    # was cancelled and its nursery may already refuse tasks.
-                    self._nursery = None
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self._cancel = nursery.cancel_scope
+            # No writer task until one is needed: frames go out at once while
+            # nothing waits (an idle connection holds no task for writing).
+            self.session.writer_idle(self._start_writer)
+            try:
+                await self._read()
+            finally:
+                # Once reading is over no writer is started: the session is
+                # closed (its writer started by the close), or the connection
+                # was cancelled and its nursery may already refuse tasks.
+                self._nursery = None
 
     def _start_writer(self) -> None:
-        if self._nursery is not None and not self._cancel.cancel_called:
-            self._nursery.start_soon(self._write)
+        nursery = self._nursery
+        if nursery is not None and not nursery.cancel_scope.cancel_called:
+            nursery.start_soon(self._write)
 
     async def _read(self) -> None:
         session = self.session
@@ -341,7 +345,8 @@ class Connection:
         self._abort()
 
     def _abort(self) -> None:
-        self._cancel.cancel()  # first: the close below then starts no writer
+        if self._cancel is not None:
+            self._cancel.cancel()  # first: the close below then starts no writer
         self.session.write_now = None
         if self.session.is_open:
             self.session.close(CloseReason(CLOSE_ABNORMAL, "connection lost"))
