@@ -297,8 +297,11 @@ def _parse_request(head: bytes) -> tuple[UpgradeRequest, bytes]:
 
     if method != b"GET":
         raise _Refusal("the method must be GET")
-    if connection is None or not any(
-        token.strip().lower() == "upgrade" for token in connection.decode().split(",")
+    if connection is None or (
+        connection.lower() != b"upgrade"  # what nearly every client sends
+        and not any(
+            token.strip().lower() == "upgrade" for token in connection.decode().split(",")
+        )
     ):
         raise _Refusal("missing 'Connection: Upgrade'")
     if upgrade_version != b"13":

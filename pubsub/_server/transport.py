@@ -165,6 +165,8 @@ class Connection:
         "_peer_closed",
         "_peer_closed_event",
         "_receive_size",
+        "_write_inline",
+        "_write_pending",
         "node",
         "reader",
         "session",
@@ -194,6 +196,8 @@ class Connection:
         self._nursery: trio.Nursery | None = None
         self._fd = stream.socket.fileno()
         self._receive_size = RECEIVE_SIZE
+        self._write_inline = False
+        self._write_pending = False
         session.write_now = self._write_now
         # A closing connection gets SHUTDOWN_TIMEOUT (at least CLOSE_TIMEOUT) to flush
         # and close; a peer that stopped reading cannot keep it open longer.
@@ -263,6 +267,9 @@ class Connection:
                 self._nursery = None
 
     def _start_writer(self) -> None:
+        if self._write_inline:
+            self._write_pending = True
+            return
         nursery = self._nursery
         if nursery is not None and not nursery.cancel_scope.cancel_called:
             nursery.start_soon(self._write)
@@ -293,10 +300,17 @@ class Connection:
                 elif type(event) is Closed:
                     # The peer's close (or our close's reply, or a framing error
                     # wsproto turned into a close with 1002/1007): answer and stop.
-                    session.close(CloseReason(event.code, event.reason))
                     self._peer_closed = True
                     if self._peer_closed_event is not None:
                         self._peer_closed_event.set()
+                    # If the close needs a writer and none runs, the reader is it
+                    # (no task for the last frames of a connection).
+                    self._write_inline = True
+                    session.close(CloseReason(event.code, event.reason))
+                    self._write_inline = False
+                    if self._write_pending:
+                        self._write_pending = False
+                        await self._write()
                     return
             if texts:
                 await handle_texts(self.node, session, texts, received_at)
