@@ -299,9 +299,7 @@ def _parse_request(head: bytes) -> tuple[UpgradeRequest, bytes]:
         raise _Refusal("the method must be GET")
     if connection is None or (
         connection.lower() != b"upgrade"  # what nearly every client sends
-        and not any(
-            token.strip().lower() == "upgrade" for token in connection.decode().split(",")
-        )
+        and not any(token.strip().lower() == "upgrade" for token in connection.decode().split(","))
     ):
         raise _Refusal("missing 'Connection: Upgrade'")
     if upgrade_version != b"13":

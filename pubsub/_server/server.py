@@ -178,6 +178,8 @@ class Server:
         self.port = 0
         self.state = ServerState()
         self._node: Node | None = None
+        #: Where connection handlers (and their writers, when needed) run.
+        self._connections: trio.Nursery | None = None
         self._shutdown = trio.Event()
 
     @property
@@ -233,6 +235,7 @@ class Server:
             listeners = await trio.open_tcp_listeners(settings.port, host=settings.host)
         self.port = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as connections:
+            self._connections = connections
             async with trio.open_nursery() as services:
                 await services.start(
                     partial(serve_listeners, handler, listeners, handler_nursery=connections)
@@ -291,7 +294,9 @@ class Server:
                 body = error_body(ErrorCode.UNAVAILABLE, "server shutting down")
                 await stream.send_all(_UNAVAILABLE % len(body) + body)
             else:
-                await serve_websocket(stream, head, node, metrics.sampler.written)
+                writers = self._connections
+                assert writers is not None
+                await serve_websocket(stream, head, node, writers, metrics.sampler.written)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except Exception:

@@ -11,6 +11,7 @@ serve every subscriber).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -62,12 +63,15 @@ async def serve_websocket(
     stream: trio.SocketStream,
     head: bytes,
     node: Node,
+    writers: trio.Nursery,
     observe_latency: LatencyObserver | None = None,
 ) -> None:
     """Run one ``/ws`` connection whose request head (``head``) was already read.
 
     Performs the handshake (auth, ``MAX_CONNECTIONS``), then serves the
-    connection until either side closes it. Never raises for network errors.
+    connection until either side closes it; a writer task, when one is needed,
+    runs in ``writers`` (the nursery of the connections' handlers). Never
+    raises for network errors.
     """
     settings = node.settings
     handshake = Handshake(head)
@@ -96,7 +100,7 @@ async def serve_websocket(
     try:
         welcome = info_frame("connected", connection_id=session.connection_id, node_id=node.node_id)
         await send_all(stream, accept + text_frame(welcome))
-        await Connection(stream, reader, session, node, observe_latency).run()
+        await Connection(stream, reader, session, node, writers, observe_latency).run()
     finally:
         node.close_session(session)
         log.debug(
@@ -154,19 +158,33 @@ async def handle_texts(node: Node, session: Session, texts: list[str], received_
 
 
 class Connection:
-    """An accepted WebSocket connection: a reader and a writer around one session."""
+    """An accepted WebSocket connection: a reader and a writer around one session.
+
+    The reader is the connection's handler task. A writer task is started only
+    when frames must wait (the socket is full) or for the close, in the
+    handlers' nursery: a nursery and a cancel scope per connection would cost
+    more than a tenth of a connection's set-up. So nothing here is cancelled as
+    a whole: a writer that gives up (its peer stopped reading, or never
+    answered the close) stops the reader by telling trio the socket is closing,
+    and the reader returns only once no writer runs.
+    """
 
     # Slots: one per open connection, so its size is memory per idle connection.
     __slots__ = (
-        "_cancel",
+        "_aborted",
+        "_blocked",
+        "_close_timeout",
         "_fd",
+        "_give_up_at",
         "_latency",
-        "_nursery",
         "_peer_closed",
         "_peer_closed_event",
+        "_reading",
         "_receive_size",
         "_write_inline",
         "_write_pending",
+        "_writer_done",
+        "_writers",
         "node",
         "reader",
         "session",
@@ -179,35 +197,43 @@ class Connection:
         reader: MessageReader,
         session: Session,
         node: Node,
+        writers: trio.Nursery,
         observe_latency: LatencyObserver | None = None,
     ) -> None:
         self.stream = stream
         self.reader = reader
         self.session = session
         self.node = node
+        self._writers = writers
         self._latency = observe_latency
         # Whether the peer's close frame came; the writer waits for it after
         # sending ours (an Event only then: most connections never need one).
         self._peer_closed = False
         self._peer_closed_event: trio.Event | None = None
-        #: The connection's nursery's scope (one cancel scope per connection: each
-        #: costs several microseconds of set-up): cancelling it ends reader and writer.
-        self._cancel: trio.CancelScope | None = None
-        self._nursery: trio.Nursery | None = None
         self._fd = stream.socket.fileno()
         self._receive_size = RECEIVE_SIZE
+        self._reading = True
+        self._aborted = False
+        #: Set while a writer task runs; the reader waits for it before returning.
+        self._writer_done: trio.Event | None = None
+        #: The scope of a send that waits for the peer to read (the only waits
+        #: bounded by the close deadline), while one does.
+        self._blocked: trio.CancelScope | None = None
         self._write_inline = False
         self._write_pending = False
-        session.write_now = self._write_now
         # A closing connection gets SHUTDOWN_TIMEOUT (at least CLOSE_TIMEOUT) to flush
         # and close; a peer that stopped reading cannot keep it open longer.
         settings = node.settings
-        grace = max(settings.seconds("close_timeout"), settings.seconds("shutdown_timeout"))
+        self._close_timeout = settings.seconds("close_timeout")
+        self._give_up_at = math.inf
+        session.write_now = self._write_now
+        grace = max(self._close_timeout, settings.seconds("shutdown_timeout"))
         session.on_close = lambda: self._give_up_after(grace)
 
     def _give_up_after(self, seconds: float) -> None:
-        if self._cancel is not None:
-            self._cancel.deadline = min(self._cancel.deadline, trio.current_time() + seconds)
+        self._give_up_at = min(self._give_up_at, trio.current_time() + seconds)
+        if self._blocked is not None:
+            self._blocked.deadline = self._give_up_at
 
     def _write_now(self, data: bytes, published_at: float) -> int:
         """Non-blocking write for the session while the writer is idle."""
@@ -217,7 +243,7 @@ class Connection:
         return written
 
     async def _receive(self) -> bytes:
-        """The next bytes from the peer, b"" once it is gone.
+        """The next bytes from the peer, b"" once it is gone (or the writer gave up).
 
         Like ``receive_some`` but with one scheduler round trip instead of two
         when the peer is quiet (trio yields again after every successful recv):
@@ -233,14 +259,18 @@ class Connection:
         else:
             await trio.lowlevel.checkpoint()
             return data
-        while True:
-            await trio.lowlevel.wait_readable(self.stream.socket)
+        while not self._aborted:
+            try:
+                await trio.lowlevel.wait_readable(self.stream.socket)
+            except trio.ClosedResourceError:
+                return b""  # the writer gave up (_abort)
             try:
                 return self._read_now()
             except BlockingIOError:
                 continue
             except OSError:
                 return b""
+        return b""
 
     def _read_now(self) -> bytes:
         size = self._receive_size
@@ -252,27 +282,35 @@ class Connection:
         return data
 
     async def run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            self._cancel = nursery.cancel_scope
-            # No writer task until one is needed: frames go out at once while
-            # nothing waits (an idle connection holds no task for writing).
-            self.session.writer_idle(self._start_writer)
-            try:
-                await self._read()
-            finally:
-                # Once reading is over no writer is started: the session is
-                # closed (its writer started by the close), or the connection
-                # was cancelled and its nursery may already refuse tasks.
-                self._nursery = None
+        # No writer task until one is needed: frames go out at once while
+        # nothing waits (an idle connection holds no task for writing).
+        self.session.writer_idle(self._start_writer)
+        try:
+            await self._read()
+        finally:
+            # Once reading is over no writer is started: the session is closed
+            # (its writer started by the close), or the connection is failing.
+            self._reading = False
+            if self._writer_done is not None:
+                await self._writer_done.wait()
 
     def _start_writer(self) -> None:
         if self._write_inline:
             self._write_pending = True
-            return
-        nursery = self._nursery
-        if nursery is not None and not nursery.cancel_scope.cancel_called:
-            nursery.start_soon(self._write)
+        elif self._reading and not self._aborted:
+            self._writer_done = trio.Event()
+            self._writers.start_soon(self._writer_task)
+
+    async def _writer_task(self) -> None:
+        try:
+            await self._write()
+        except Exception:  # a bug must not take the other connections' handlers down
+            log.exception("writer of %s failed", self.session.connection_id)
+            self._abort()
+        finally:
+            done, self._writer_done = self._writer_done, None
+            if done is not None:
+                done.set()
 
     async def _read(self) -> None:
         session = self.session
@@ -323,7 +361,6 @@ class Connection:
 
     async def _write(self) -> None:
         session = self.session
-        stream = self.stream
         fd = self._fd
         latency = self._latency
         try:
@@ -342,26 +379,50 @@ class Connection:
                 except BlockingIOError:
                     written = 0
                 if written < len(data):
-                    await stream.send_all(memoryview(data)[written:])
+                    await self._send_blocking(memoryview(data)[written:])
                 if latency is not None and session.batch_published_at:
                     latency(session.batch_published_at)
             reason = session.close_reason
             assert reason is not None
             close = self.reader.close(reason.code, reason.reason)
             if close:
-                await send_all(stream, close)
+                try:
+                    written = os.write(fd, close)
+                except BlockingIOError:
+                    written = 0
+                if written < len(close):
+                    await self._send_blocking(memoryview(close)[written:])
             if not self._peer_closed:
                 self._peer_closed_event = trio.Event()
-                with trio.move_on_after(self.node.settings.seconds("close_timeout")):
+                wait_until = min(trio.current_time() + self._close_timeout, self._give_up_at)
+                with trio.move_on_at(wait_until):
                     await self._peer_closed_event.wait()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
         self._abort()
 
+    async def _send_blocking(self, data: memoryview) -> None:
+        """Send what the socket did not take at once, for as long as the close
+        deadline allows (none while the session is open)."""
+        with trio.CancelScope(deadline=self._give_up_at) as scope:
+            self._blocked = scope
+            try:
+                await self.stream.send_all(data)
+            finally:
+                self._blocked = None
+        if scope.cancelled_caught:
+            raise trio.BrokenResourceError("the peer stopped reading")
+
     def _abort(self) -> None:
-        if self._cancel is not None:
-            self._cancel.cancel()  # first: the close below then starts no writer
+        """The connection is lost or given up: stop writing and reading."""
+        if self._aborted:
+            return
+        self._aborted = True  # first: the close below then starts no writer
         self.session.write_now = None
+        if self._blocked is not None:
+            self._blocked.cancel()
+        # Wakes the reader if it waits for data (the handler closes the socket).
+        trio.lowlevel.notify_closing(self.stream.socket)
         if self.session.is_open:
             self.session.close(CloseReason(CLOSE_ABNORMAL, "connection lost"))
 
