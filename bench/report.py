@@ -185,12 +185,16 @@ def stem(names: Sequence[str]) -> str:
 
 
 def chart(stem_: str, rows: Sequence[Row], servers: Sequence[str]) -> Path | str:
-    """Deliveries/s and p99 latency against subscribers (fan-out rows), per server.
+    """One panel per figure the run has, per server: fan-out deliveries/s and p99
+    latency against subscribers, server CPU per delivery against topics, and
+    server CPU per connection set-up.
 
     Returns the PNG's path, or why there is none."""
     fanout = [row for row in rows if row["scenario"] == "fanout"]
-    if not fanout:
-        return "no fan-out rows to chart"
+    topics = [row for row in rows if row["scenario"] == "topics"]
+    connect = [row for row in rows if row["scenario"] == "connect"]
+    if not (fanout or topics or connect):
+        return "no fan-out, topics or connect rows to chart"
     try:
         import matplotlib
 
@@ -198,22 +202,48 @@ def chart(stem_: str, rows: Sequence[Row], servers: Sequence[str]) -> Path | str
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib not installed (pip install -e '.[bench]')"
-    figure, (rate_axes, p99_axes) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for server in servers:
-        mine = sorted((row for row in fanout if row["server"] == server), key=lambda r: r["param"])
-        if not mine:
-            continue
-        sizes = [row["param"] for row in mine]
-        rate_axes.plot(sizes, [row["deliveries_per_s"] for row in mine], marker="o", label=server)
-        p99 = [(row["param"], row["p99_ms"]) for row in mine if row["p99_ms"] is not None]
-        p99_axes.plot([s for s, _ in p99], [v for _, v in p99], marker="o", label=server)
-    for axes, title in ((rate_axes, "deliveries/s"), (p99_axes, "p99 latency under flood (ms)")):
+    # (rows, x label, the figure plotted, title)
+    lines = []
+    if fanout:
+        lines.append((fanout, "subscribers", "deliveries_per_s", "fan-out: deliveries/s"))
+        lines.append((fanout, "subscribers", "p99_ms", "fan-out: p99 latency under flood (ms)"))
+    if topics:
+        lines.append((topics, "topics (2 subscribers each)", "us_per_delivery",
+                      "many topics: server CPU us/delivery"))  # fmt: skip
+    panels = len(lines) + (1 if connect else 0)
+    columns = min(panels, 2)
+    figure, axes_grid = plt.subplots(
+        (panels + 1) // 2, columns, figsize=(5.5 * columns, 4.5 * ((panels + 1) // 2)),
+        squeeze=False,
+    )  # fmt: skip
+    axes_list = [axes for row_axes in axes_grid for axes in row_axes]
+    for axes, (picked, xlabel, key, title) in zip(axes_list, lines, strict=False):
+        for server in servers:
+            mine = sorted(
+                (r for r in picked if r["server"] == server and r.get(key) is not None),
+                key=lambda r: r["param"],
+            )
+            if mine:
+                axes.plot([r["param"] for r in mine], [r[key] for r in mine], marker="o",
+                          label=server)  # fmt: skip
         axes.set_xscale("log")
         axes.set_yscale("log")
-        axes.set_xlabel("subscribers")
+        axes.set_xlabel(xlabel)
         axes.set_title(title)
         axes.grid(True, which="both", alpha=0.3)
         axes.legend()
+    if connect:
+        axes = axes_list[len(lines)]
+        names = [server for server in servers if any(r["server"] == server for r in connect)]
+        cost = []
+        for server in names:
+            row = next(r for r in connect if r["server"] == server)
+            cost.append(row["server_cpu_s"] / max(row["connections"], 1) * 1e6)
+        axes.bar(names, cost, color=[f"C{servers.index(name)}" for name in names])
+        axes.set_title("connection set-up: server CPU us/connection")
+        axes.grid(True, axis="y", alpha=0.3)
+    for axes in axes_list[panels:]:
+        axes.set_visible(False)
     figure.tight_layout()
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{stem_}.png"
