@@ -10,7 +10,7 @@ import platform
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from bench.scenarios import MEMORY_VARIANT, Row
 
@@ -184,6 +184,12 @@ def stem(names: Sequence[str]) -> str:
     return f"{'-'.join(names)}-{stamp}"
 
 
+def figure_of(row: Row, key: str) -> float | None:
+    """One numeric figure of a row by name (None when the row has none)."""
+    value = cast(dict[str, Any], row).get(key)
+    return float(value) if isinstance(value, int | float) else None
+
+
 def chart(stem_: str, rows: Sequence[Row], servers: Sequence[str]) -> Path | str:
     """One panel per figure the run has, per server: fan-out deliveries/s and p99
     latency against subscribers, server CPU per delivery against topics, and
@@ -219,12 +225,13 @@ def chart(stem_: str, rows: Sequence[Row], servers: Sequence[str]) -> Path | str
     axes_list = [axes for row_axes in axes_grid for axes in row_axes]
     for axes, (picked, xlabel, key, title) in zip(axes_list, lines, strict=False):
         for server in servers:
-            mine = sorted(
-                (r for r in picked if r["server"] == server and r.get(key) is not None),
-                key=lambda r: r["param"],
+            points = sorted(
+                (r["param"], value)
+                for r in picked
+                if r["server"] == server and (value := figure_of(r, key)) is not None
             )
-            if mine:
-                axes.plot([r["param"] for r in mine], [r[key] for r in mine], marker="o",
+            if points:
+                axes.plot([x for x, _ in points], [y for _, y in points], marker="o",
                           label=server)  # fmt: skip
         axes.set_xscale("log")
         axes.set_yscale("log")
@@ -238,7 +245,7 @@ def chart(stem_: str, rows: Sequence[Row], servers: Sequence[str]) -> Path | str
         cost = []
         for server in names:
             row = next(r for r in connect if r["server"] == server)
-            cost.append(row["server_cpu_s"] / max(row["connections"], 1) * 1e6)
+            cost.append((row["server_cpu_s"] or 0.0) / max(row["connections"], 1) * 1e6)
         axes.bar(names, cost, color=[f"C{servers.index(name)}" for name in names])
         axes.set_title("connection set-up: server CPU us/connection")
         axes.grid(True, axis="y", alpha=0.3)
