@@ -17,10 +17,12 @@ from __future__ import annotations
 import os
 import re
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Final
 
+import msgspec
 import trio
 
 from .._protocol.errors import (
@@ -30,13 +32,22 @@ from .._protocol.errors import (
     PubSubError,
     TopicNotFound,
 )
-from .._protocol.frames import AnyClientFrame, Ping, Pong, check_topic_name, encode
+from .._protocol.frames import (
+    AnyClientFrame,
+    Message,
+    Ping,
+    Pong,
+    Publish,
+    RequestId,
+    check_topic_name,
+    encode,
+)
 from .._protocol.timestamps import now_ms, ts_now
 from .._settings import Settings
 from .counters import Counters, DeliveryStats, Stats, TopicStats, WebSocketStats
-from .engine import Engine, Publication, TopicInfo
+from .engine import Engine, History, Publication, TopicInfo
 from .outbox import POLICIES
-from .session import Burst, CloseReason, Framer, Session, dropped_notice_for
+from .session import Burst, CloseReason, Framer, Requester, Session, dropped_notice_for
 from .topic import Command, DeleteTopic, TopicActor
 
 #: The most commands a topic actor takes from its inbox in one wake-up.
@@ -51,6 +62,47 @@ def default_node_id() -> str:
     """``<host>-<pid>``: unique among the processes of a cluster at any one time."""
     host = re.sub(r"[^A-Za-z0-9._:-]", "-", socket.gethostname())[:40] or "node"
     return f"{host}-{os.getpid()}"
+
+
+#: The ``client_id`` of publishes made over REST (a label, like any client's).
+REST_CLIENT_ID: Final = "rest"
+#: The most messages one REST history call returns.
+MAX_HISTORY_LIMIT: Final = 1000
+
+
+class _AckFields(msgspec.Struct):
+    offset: int
+    ts: str
+
+
+class Answer:
+    """The :class:`~pubsub._core.session.Requester` of a request made without a
+    connection (a REST publish): it keeps the ack's offset and time, or the error,
+    and :attr:`done` is set once either came."""
+
+    __slots__ = ("client_id", "done", "error", "offset", "published", "received", "ts")
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.published = 0
+        self.client_id: str | None = None
+        self.done = trio.Event()
+        self.error: PubSubError | None = None
+        self.offset = 0
+        self.ts = ""
+
+    def send(self, frame: bytes) -> None:
+        ack = msgspec.json.decode(frame, type=_AckFields)
+        self.offset, self.ts = ack.offset, ack.ts
+        self.done.set()
+
+    def send_many(self, frames: list[bytes]) -> None:
+        for frame in frames:
+            self.send(frame)
+
+    def send_error(self, error: PubSubError, request_id: RequestId | None = None) -> None:
+        self.error = error
+        self.done.set()
 
 
 class Node:
@@ -138,6 +190,30 @@ class Node:
 
     async def topic_count(self) -> int:
         return await self.engine.topic_count()
+
+    async def publish(self, topic: str, message: Message) -> Answer:
+        """Publish ``message`` without a connection (REST): in order with the topic's
+        other requests, delivered like any publish. Returns the answer with the
+        message's offset and time.
+
+        Raises:
+            TopicNotFound, Unavailable: as a WebSocket publish would be answered.
+        """
+        answer = Answer()
+        frame = Publish(topic=topic, message=message, client_id=REST_CLIENT_ID)
+        await self.handle_many(answer, [frame], time.perf_counter())
+        await answer.done.wait()
+        if answer.error is not None:
+            raise answer.error
+        return answer
+
+    async def history(self, topic: str, since_offset: int, limit: int) -> History:
+        """The stored messages of ``topic`` after ``since_offset``, oldest first, at
+        most ``limit`` (REST history: whatever the ring still holds, unlike a
+        resume, which wants all of them or nothing)."""
+        stored = await self.engine.history(topic, last_n=self.settings.max_messages_per_topic)
+        after = [p for p in stored.publications if p.offset > since_offset][:limit]
+        return History(stored.offset, stored.epoch, None, after)
 
     def local_subscribers(self, name: str) -> int:
         """Subscribers of topic ``name`` on this node."""
@@ -273,7 +349,7 @@ class Node:
 
     async def handle_many(
         self,
-        session: Session,
+        session: Requester,
         frames: list[AnyClientFrame],
         received_at: float = 0.0,
         *,

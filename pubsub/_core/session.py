@@ -27,7 +27,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Protocol
 
 import trio
 
@@ -63,6 +63,21 @@ class CloseReason:
 
     def __repr__(self) -> str:
         return f"CloseReason({self.code}, {self.reason!r}, {self.error})"
+
+
+class Requester(Protocol):
+    """Who made a request and gets its answers: a :class:`Session`, or an
+    :class:`~pubsub._core.node.Answer` for a request without a connection (REST)."""
+
+    received: int
+    published: int
+    client_id: str | None
+
+    def send(self, frame: bytes) -> None: ...
+
+    def send_many(self, frames: list[bytes]) -> None: ...
+
+    def send_error(self, error: PubSubError, request_id: RequestId | None = None) -> None: ...
 
 
 #: ``Session._waiter`` while no writer task runs (see ``Session.writer_idle``).

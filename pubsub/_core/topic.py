@@ -22,7 +22,7 @@ from .._protocol.frames import Ack, Event, Info, Publish, Subscribe, Unsubscribe
 from .._protocol.timestamps import ts_now
 from .counters import Counters
 from .engine import Engine, Publication, TopicInfo
-from .session import Framer, Session
+from .session import Framer, Requester, Session
 
 #: Payload bytes one engine publish call carries at most (one message may be
 #: larger). The Redis engine publishes each call's batch as one pub/sub message,
@@ -43,9 +43,10 @@ class DeleteTopic:
         self.error: PubSubError | None = None
 
 
-#: A command on a topic's inbox: the session (None for a delete), the request,
+#: A command on a topic's inbox: who asked (a session, an ``Answer`` for a REST
+#: publish, None for a delete), the request,
 #: and ``perf_counter()`` when its bytes were received (for the latency histogram).
-Command = tuple["Session | None", "Publish | Subscribe | Unsubscribe | DeleteTopic", float]
+Command = tuple["Requester | None", "Publish | Subscribe | Unsubscribe | DeleteTopic", float]
 
 
 class TopicActor:
@@ -269,10 +270,10 @@ class TopicActor:
             if self.deleted:
                 self._not_found(session, request)
             elif type(request) is Subscribe:
-                assert session is not None
+                assert isinstance(session, Session)
                 await self._subscribe(session, request)
             elif type(request) is Unsubscribe:
-                assert session is not None
+                assert isinstance(session, Session)
                 self._unsubscribe(session, request)
             else:
                 assert isinstance(request, DeleteTopic)
@@ -308,7 +309,7 @@ class TopicActor:
         self._counters.published += len(commands)
         # One write per publisher per batch, not one per ack.
         offset = published.first_offset
-        replies: dict[Session, list[bytes]] = {}
+        replies: dict[Requester, list[bytes]] = {}
         for session, request, _ in commands:
             if session is not None:
                 ack = Ack(
@@ -433,7 +434,7 @@ class TopicActor:
             command.done.set()
 
     def _not_found(
-        self, session: Session | None, request: Publish | Subscribe | Unsubscribe | DeleteTopic
+        self, session: Requester | None, request: Publish | Subscribe | Unsubscribe | DeleteTopic
     ) -> None:
         error = TopicNotFound(f"topic {self.name!r} does not exist")
         if isinstance(request, DeleteTopic):

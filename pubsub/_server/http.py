@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import platform
-from typing import Any, Final
+import uuid
+from typing import Any, Final, TypeVar
 
 import msgspec
 from quart import Response, request
@@ -18,7 +19,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from .._core.engine import TopicInfo
-from .._core.node import Node
+from .._core.node import MAX_HISTORY_LIMIT, Node
 from .._protocol.errors import (
     BadRequest,
     MessageTooLarge,
@@ -27,6 +28,7 @@ from .._protocol.errors import (
     Unavailable,
     error_body,
 )
+from .._protocol.frames import Message, MessageId
 from .._protocol.timestamps import format_ts, ts_now
 from .._version import __version__
 from .asgi_ws import serve_asgi_websocket
@@ -34,11 +36,46 @@ from .auth import allowed
 from .metrics import Metrics
 
 JSON: Final = "application/json"
+#: Messages a history call returns without ``limit``.
+DEFAULT_HISTORY_LIMIT: Final = 100
+T = TypeVar("T")
 _PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 class CreateTopic(msgspec.Struct, frozen=True):
     name: str
+
+
+class RestMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The body of ``POST /topics/{name}/messages``."""
+
+    payload: msgspec.Raw
+    id: MessageId | None = None
+    #: Message TTL (v1.2) is not carried out yet: refused, never ignored.
+    ttl_ms: int | None = None
+
+
+def decode_body(body: str | bytes, kind: type[T]) -> T:
+    """``body`` as ``kind``; ``BAD_REQUEST`` naming what is wrong otherwise."""
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid body: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+
+
+def query_int(name: str, default: int, *, most: int | None = None) -> int:
+    """A non-negative integer query parameter (at most ``most``)."""
+    text = request.args.get(name)
+    if text is None:
+        return default
+    if not text.isdigit():
+        raise BadRequest(f"query parameter {name!r} must be a non-negative integer")
+    value = int(text)
+    if most is not None and value > most:
+        raise BadRequest(f"query parameter {name!r} must be at most {most}")
+    return value
 
 
 class ServerState:
@@ -113,13 +150,7 @@ def create_app(node: Node, state: ServerState, metrics: Metrics) -> QuartTrio:
 
     @app.post("/topics")
     async def create_topic() -> Response:
-        body = await request.get_data(cache=False)
-        try:
-            name = msgspec.json.decode(body, type=CreateTopic).name
-        except msgspec.ValidationError as exc:
-            raise BadRequest(f"invalid body: {exc}") from None
-        except msgspec.DecodeError as exc:
-            raise BadRequest(f"malformed JSON: {exc}") from None
+        name = decode_body(await request.get_data(cache=False), CreateTopic).name
         info = await node.create_topic(name)
         return _json({"status": "created", "topic": info.name, "ts": ts_now()}, 201)
 
@@ -154,6 +185,36 @@ def create_app(node: Node, state: ServerState, metrics: Metrics) -> QuartTrio:
                 "epoch": info.epoch,
                 "created_at": format_ts(info.created_at),
             }
+        )
+
+    @app.post("/topics/<name>/messages")
+    async def publish(name: str) -> Response:
+        body = decode_body(await request.get_data(cache=False), RestMessage)
+        if body.ttl_ms is not None:
+            raise BadRequest("ttl_ms: message TTL is not supported by this server yet")
+        message = Message(id=body.id or uuid.uuid4().hex, payload=body.payload)
+        answer = await node.publish(name, message)
+        return _json(
+            {
+                "status": "published",
+                "topic": name,
+                "id": message.id,
+                "offset": answer.offset,
+                "ts": answer.ts,
+            },
+            201,
+        )
+
+    @app.get("/topics/<name>/messages")
+    async def history(name: str) -> Response:
+        since = query_int("since_offset", 0)
+        limit = query_int("limit", DEFAULT_HISTORY_LIMIT, most=MAX_HISTORY_LIMIT)
+        found = await node.history(name, since, limit)
+        messages = [
+            {"offset": p.offset, "ts": p.ts, "message": p.message} for p in found.publications
+        ]
+        return _json(
+            {"topic": name, "epoch": found.epoch, "offset": found.offset, "messages": messages}
         )
 
     @app.get("/health")

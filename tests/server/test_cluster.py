@@ -275,3 +275,30 @@ def test_workers_must_be_positive(workers: str) -> None:
     )
     assert done.returncode == 2
     assert "WORKERS" in done.stderr
+
+
+async def test_rest_publish_and_history_on_the_redis_engine_reach_another_node(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """A REST publish on one node is delivered to a subscriber of another and is in
+    the history either node reads (both through Redis)."""
+    settings = Settings(port=0, engine="redis", redis_url=redis_server.url).replace(
+        redis_prefix=redis_prefix
+    )
+    async with open_server(settings) as one, open_server(settings) as two:
+        await create_topics(one, "t")
+        async with ws_client(two) as subscriber, http(one) as rest_one, http(two) as rest_two:
+            await ws_subscribe(subscriber, "t")
+            for number in (1, 2):
+                posted = await rest_one.post(
+                    "/topics/t/messages", json={"id": f"m{number}", "payload": number}
+                )
+                assert posted.status_code == 201
+                assert posted.json()["offset"] == number
+            events = [await recv_skipping_heartbeats(subscriber) for _ in range(2)]
+            assert [(e["offset"], e["message"]["payload"]) for e in events] == [(1, 1), (2, 2)]
+            for rest in (rest_one, rest_two):
+                body = (await rest.get("/topics/t/messages?since_offset=1")).json()
+                assert [m["message"]["id"] for m in body["messages"]] == ["m2"]
+            missing = await rest_two.post("/topics/nope/messages", json={"payload": 1})
+            assert missing.status_code == 404
