@@ -17,6 +17,7 @@ from ._protocol.errors import LimitExceeded as LimitExceeded
 from ._protocol.errors import MessageTooLarge as MessageTooLarge
 from ._protocol.errors import ProtocolError as ProtocolError
 from ._protocol.errors import PubSubError as PubSubError
+from ._protocol.errors import RateLimited as RateLimited
 from ._protocol.errors import SlowConsumer as SlowConsumer
 from ._protocol.errors import TopicExists as TopicExists
 from ._protocol.errors import TopicNotFound as TopicNotFound
@@ -37,6 +38,7 @@ __all__ = [
     "MessageTooLarge",
     "ProtocolError",
     "PubSubError",
+    "RateLimited",
     "Server",
     "Settings",
     "SettingsError",

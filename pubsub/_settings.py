@@ -95,6 +95,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     close_timeout: Annotated[
         int, _doc("ms a closing WebSocket waits for the peer's close frame", ge=1)
     ] = 2_000
+    # v1.2: rate limits.
+    rate_limit: Annotated[
+        int, _doc("publishes per second per WebSocket connection (0 = no limit)", ge=0)
+    ] = 0
+    rate_limit_burst: Annotated[
+        int, _doc("publishes a connection may make at once (0 = RATE_LIMIT)", ge=0)
+    ] = 0
+    rest_rate_limit: Annotated[
+        int, _doc("REST publishes per second per client address, burst alike (0 = no limit)", ge=0)
+    ] = 0
     # v1.2: engine and cluster.
     engine: Annotated[
         EngineKind, _doc("memory (one process) or redis (Redis/Valkey holds topics and history)")

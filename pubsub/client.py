@@ -538,7 +538,12 @@ class Client:
                 case Pong():
                     self._answer(frame.request_id, frame)
                 case ErrorFrame():
-                    error = error_for(frame.error.code, frame.error.message, frame.request_id)
+                    error = error_for(
+                        frame.error.code,
+                        frame.error.message,
+                        frame.request_id,
+                        retry_after_ms=frame.error.retry_after_ms,
+                    )
                     if not self._answer(frame.request_id, frame, error):
                         log.warning("server error: %s", error)
                 case Info(msg="connected"):

@@ -25,6 +25,7 @@ EXPECTED = [
     "MessageTooLarge",
     "ProtocolError",
     "PubSubError",
+    "RateLimited",
     "Server",
     "Settings",
     "SettingsError",

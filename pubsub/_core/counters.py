@@ -17,6 +17,7 @@ class Counters:
         "delivered",
         "dropped",
         "published",
+        "rate_limited",
         "slow_consumer_disconnects",
     )
 
@@ -30,6 +31,8 @@ class Counters:
         #: Event frames removed from full outboxes by ``drop_oldest``.
         self.dropped = 0
         self.slow_consumer_disconnects = 0
+        #: Publishes refused with RATE_LIMITED (WebSocket and REST).
+        self.rate_limited = 0
         #: Connections ever opened.
         self.connection_counter = 0
 
@@ -50,6 +53,7 @@ class DeliveryStats(msgspec.Struct, frozen=True):
     delivered: int
     dropped: int
     slow_consumer_disconnects: int
+    rate_limited: int
 
 
 class Stats(msgspec.Struct, frozen=True):

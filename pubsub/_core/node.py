@@ -30,6 +30,7 @@ from .._protocol.errors import (
     InternalError,
     LimitExceeded,
     PubSubError,
+    RateLimited,
     TopicNotFound,
 )
 from .._protocol.frames import (
@@ -47,6 +48,7 @@ from .._settings import Settings
 from .counters import Counters, DeliveryStats, Stats, TopicStats, WebSocketStats
 from .engine import Engine, History, Publication, TopicInfo
 from .outbox import POLICIES
+from .ratelimit import TokenBucket
 from .session import Burst, CloseReason, Framer, Requester, Session, dropped_notice_for
 from .topic import Command, DeleteTopic, TopicActor
 
@@ -80,9 +82,11 @@ class Answer:
     connection (a REST publish): it keeps the ack's offset and time, or the error,
     and :attr:`done` is set once either came."""
 
-    __slots__ = ("client_id", "done", "error", "offset", "published", "received", "ts")
+    __slots__ = ("bucket", "client_id", "done", "error", "offset", "published", "received", "ts")
 
     def __init__(self) -> None:
+        #: REST rate limits are per client address, checked before the publish.
+        self.bucket: TokenBucket | None = None
         self.received = 0
         self.published = 0
         self.client_id: str | None = None
@@ -190,6 +194,17 @@ class Node:
 
     async def topic_count(self) -> int:
         return await self.engine.topic_count()
+
+    def rate_limited(
+        self, setting: str, wait_ms: int, request_id: RequestId | None = None
+    ) -> RateLimited:
+        """The error for a publish over a rate limit (``setting`` names it)."""
+        rate = getattr(self.settings, setting.lower())
+        return RateLimited(
+            f"over {setting} ({rate} publishes/s): retry after {wait_ms} ms",
+            request_id,
+            retry_after_ms=wait_ms,
+        )
 
     async def publish(self, topic: str, message: Message) -> Answer:
         """Publish ``message`` without a connection (REST): in order with the topic's
@@ -302,6 +317,9 @@ class Node:
             dropped_notice=self._dropped_notice,
             burst=self.burst,
         )
+        if self.settings.rate_limit:
+            limit = self.settings.rate_limit
+            session.bucket = TokenBucket(limit, self.settings.rate_limit_burst or limit)
         self._sessions[session] = None
         self.counters.connection_counter += 1
         return session
@@ -371,6 +389,12 @@ class Node:
                 continue
             assert not isinstance(frame, Ping)
             session.client_id = frame.client_id
+            if session.bucket is not None and type(frame) is Publish:
+                wait = session.bucket.take()
+                if wait:
+                    self.counters.rate_limited += 1
+                    session.send_error(self.rate_limited("RATE_LIMIT", wait, frame.request_id))
+                    continue
             by_topic.setdefault(frame.topic, []).append((session, frame, received_at))
         immediate = inline and self.engine.immediate
         for name, commands in by_topic.items():
@@ -440,6 +464,7 @@ class Node:
                 delivered=counters.delivered,
                 dropped=counters.dropped,
                 slow_consumer_disconnects=counters.slow_consumer_disconnects,
+                rate_limited=counters.rate_limited,
             ),
         )
 

@@ -36,12 +36,14 @@ from .._protocol.errors import (
     CLOSE_GOING_AWAY,
     ErrorCode,
     PubSubError,
+    RateLimited,
     SlowConsumer,
 )
 from .._protocol.frames import RequestId, error_frame, info_frame
 from .._protocol.timestamps import now_ms
 from .counters import Counters
 from .outbox import DISCONNECT, Outbox, Pinned, Policy
+from .ratelimit import TokenBucket
 
 log = logging.getLogger("pubsub.session")
 
@@ -72,6 +74,8 @@ class Requester(Protocol):
     received: int
     published: int
     client_id: str | None
+    #: Its publish rate limit (``RATE_LIMIT``), None when there is none.
+    bucket: TokenBucket | None
 
     def send(self, frame: bytes) -> None: ...
 
@@ -166,6 +170,7 @@ class Session:
         "_start_writer",
         "_waiter",
         "batch_published_at",
+        "bucket",
         "burst",
         "client_id",
         "close_reason",
@@ -228,6 +233,7 @@ class Session:
         #: connection waits, and goes out in one write at the end (``uncork``).
         self._corked = False
         self.burst = burst
+        self.bucket: TokenBucket | None = None
         #: Bytes written "at once" this pass, waiting for the burst (oldest first),
         #: and when the oldest event among them was received (latency sampling).
         #: While any are held, the outbox holds only what came after them.
@@ -340,7 +346,8 @@ class Session:
         """Queue the ``error`` frame for ``error``, answering ``request_id``
         (default: the error's own ``request_id``)."""
         rid = error.request_id if request_id is None else request_id
-        self.send(error_frame(error.code, error.message, rid))
+        retry_after_ms = error.retry_after_ms if isinstance(error, RateLimited) else None
+        self.send(error_frame(error.code, error.message, rid, retry_after_ms))
 
     def _put(self, entries: list[Pinned]) -> None:
         """Write ``entries`` at once if the writer is idle on an empty outbox, else queue them."""

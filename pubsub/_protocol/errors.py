@@ -27,6 +27,7 @@ class ErrorCode(enum.Enum):
     LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
     SLOW_CONSUMER = "SLOW_CONSUMER"
     UNAUTHORIZED = "UNAUTHORIZED"
+    RATE_LIMITED = "RATE_LIMITED"
     UNAVAILABLE = "UNAVAILABLE"
     INTERNAL = "INTERNAL"
 
@@ -69,6 +70,8 @@ _TABLE: Final[dict[ErrorCode, tuple[int, int | None]]] = {
     # Never sent over REST; 429 is the seed's status.
     ErrorCode.SLOW_CONSUMER: (429, CLOSE_TRY_AGAIN_LATER),
     ErrorCode.UNAUTHORIZED: (401, None),
+    # v1.2: a publish over RATE_LIMIT / REST_RATE_LIMIT; the connection stays open.
+    ErrorCode.RATE_LIMITED: (429, None),
     # v1.2: the engine (Redis) cannot be reached or did not answer in time.
     ErrorCode.UNAVAILABLE: (503, None),
     ErrorCode.INTERNAL: (500, CLOSE_INTERNAL),
@@ -127,6 +130,24 @@ class Unauthorized(PubSubError):
     code = ErrorCode.UNAUTHORIZED
 
 
+class RateLimited(PubSubError):
+    """A publish over the rate limit (v1.2): not published; try again after
+    :attr:`retry_after_ms` milliseconds."""
+
+    code = ErrorCode.RATE_LIMITED
+
+    def __init__(
+        self, message: str, request_id: str | int | None = None, *, retry_after_ms: int = 0
+    ) -> None:
+        super().__init__(message, request_id)
+        self.retry_after_ms = retry_after_ms
+
+    @property
+    def retry_after(self) -> float:
+        """:attr:`retry_after_ms` in seconds."""
+        return self.retry_after_ms / 1000
+
+
 class Unavailable(PubSubError):
     """The engine (Redis) cannot be reached or did not answer in time; nothing
     was acknowledged that was not stored. Retry later."""
@@ -148,6 +169,7 @@ _TYPED: Final[dict[ErrorCode, type[PubSubError]]] = {
         LimitExceeded,
         SlowConsumer,
         Unauthorized,
+        RateLimited,
         Unavailable,
         InternalError,
     )
@@ -155,26 +177,33 @@ _TYPED: Final[dict[ErrorCode, type[PubSubError]]] = {
 
 
 def error_for(
-    code: ErrorCode | str, message: str, request_id: str | int | None = None
+    code: ErrorCode | str,
+    message: str,
+    request_id: str | int | None = None,
+    *,
+    retry_after_ms: int | None = None,
 ) -> PubSubError:
     """The typed error for ``code`` (an unknown code string gives ``InternalError``)."""
     try:
         code = ErrorCode(code)
     except ValueError:
         return InternalError(f"{code}: {message}", request_id)
+    if code is ErrorCode.RATE_LIMITED:
+        return RateLimited(message, request_id, retry_after_ms=retry_after_ms or 0)
     return _TYPED[code](message, request_id)
 
 
-class _ErrorBody(msgspec.Struct, frozen=True):
+class _ErrorBody(msgspec.Struct, frozen=True, omit_defaults=True):
     error: str
     message: str
     ts: str
+    retry_after_ms: int | None = None
 
 
 _encode_body: Final = msgspec.json.Encoder().encode
 
 
-def error_body(code: ErrorCode | str, message: str) -> bytes:
+def error_body(code: ErrorCode | str, message: str, retry_after_ms: int | None = None) -> bytes:
     """The contract's REST error body ``{"error","message","ts"}``, encoded.
 
     The one place that shapes it: REST errors, refused WebSocket handshakes and
@@ -182,4 +211,4 @@ def error_body(code: ErrorCode | str, message: str) -> bytes:
     (``NOT_FOUND``) for routing errors.
     """
     name = code.value if isinstance(code, ErrorCode) else code
-    return _encode_body(_ErrorBody(name, message, ts_now()))
+    return _encode_body(_ErrorBody(name, message, ts_now(), retry_after_ms))

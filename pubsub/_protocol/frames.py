@@ -187,9 +187,11 @@ class Info(ServerFrame, tag="info", kw_only=True):
     ts: str
 
 
-class ErrorBody(msgspec.Struct, frozen=True):
+class ErrorBody(msgspec.Struct, frozen=True, omit_defaults=True):
     code: str
     message: str
+    #: RATE_LIMITED (v1.2): when a publish may succeed again.
+    retry_after_ms: int | None = None
 
 
 class Error(ServerFrame, tag="error", kw_only=True):
@@ -212,9 +214,15 @@ def decode_server_frame(data: str | bytes) -> AnyServerFrame:
     return _server_decoder.decode(data)
 
 
-def error_frame(code: ErrorCode, message: str, request_id: RequestId | None = None) -> bytes:
+def error_frame(
+    code: ErrorCode,
+    message: str,
+    request_id: RequestId | None = None,
+    retry_after_ms: int | None = None,
+) -> bytes:
     """The encoded ``error`` frame for ``code``."""
-    return encode(Error(request_id=request_id, error=ErrorBody(code.value, message), ts=ts_now()))
+    body = ErrorBody(code.value, message, retry_after_ms)
+    return encode(Error(request_id=request_id, error=body, ts=ts_now()))
 
 
 def info_frame(msg: str, **fields: Any) -> bytes:

@@ -8,8 +8,10 @@ upgrades that arrive on a connection that already carried HTTP requests
 
 from __future__ import annotations
 
+import math
 import os
 import platform
+import time
 import uuid
 from typing import Any, Final, TypeVar
 
@@ -20,10 +22,12 @@ from werkzeug.exceptions import HTTPException
 
 from .._core.engine import TopicInfo
 from .._core.node import MAX_HISTORY_LIMIT, Node
+from .._core.ratelimit import TokenBucket
 from .._protocol.errors import (
     BadRequest,
     MessageTooLarge,
     PubSubError,
+    RateLimited,
     Unauthorized,
     Unavailable,
     error_body,
@@ -100,10 +104,39 @@ def _json(body: Any, status: int = 200) -> Response:
 
 
 def error_response(error: PubSubError) -> Response:
-    """The contract's REST error body with the error's HTTP status."""
+    """The contract's REST error body with the error's HTTP status (and, for
+    ``RATE_LIMITED``, ``retry_after_ms`` and a ``Retry-After`` header in seconds)."""
+    if isinstance(error, RateLimited):
+        body = error_body(error.code, error.message, error.retry_after_ms)
+        headers = {"Retry-After": str(math.ceil(error.retry_after_ms / 1000))}
+        return Response(body, error.code.http_status, headers=headers, content_type=JSON)
     return Response(
         error_body(error.code, error.message), error.code.http_status, content_type=JSON
     )
+
+
+class AddressLimits:
+    """``REST_RATE_LIMIT``: a token bucket per client address (burst = rate).
+
+    A bucket that has refilled is the same as none, so those are forgotten now
+    and then: the table holds only addresses that published in the last second
+    or so, however many come and go."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._buckets: dict[str, TokenBucket] = {}
+        self._next_sweep = 0.0
+
+    def take(self, address: str) -> int:
+        """0 if ``address`` may publish now, else the milliseconds to wait."""
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._buckets = {a: b for a, b in self._buckets.items() if not b.full(now)}
+            self._next_sweep = now + 1.0
+        bucket = self._buckets.get(address)
+        if bucket is None:
+            bucket = self._buckets[address] = TokenBucket(self.rate, self.rate, now)
+        return bucket.take(now)
 
 
 def _subscribers(node: Node, info: TopicInfo) -> int:
@@ -187,8 +220,15 @@ def create_app(node: Node, state: ServerState, metrics: Metrics) -> QuartTrio:
             }
         )
 
+    limits = AddressLimits(settings.rest_rate_limit) if settings.rest_rate_limit else None
+
     @app.post("/topics/<name>/messages")
     async def publish(name: str) -> Response:
+        if limits is not None:
+            wait = limits.take(request.remote_addr or "")
+            if wait:
+                node.counters.rate_limited += 1
+                raise node.rate_limited("REST_RATE_LIMIT", wait)
         body = decode_body(await request.get_data(cache=False), RestMessage)
         if body.ttl_ms is not None:
             raise BadRequest("ttl_ms: message TTL is not supported by this server yet")

@@ -101,6 +101,11 @@ class _StatsCollector(Collector):
             value=delivery.dropped,
         )
         yield CounterMetricFamily(
+            "pubsub_publishes_rate_limited",
+            "Publishes refused with RATE_LIMITED (WebSocket and REST)",
+            value=delivery.rate_limited,
+        )
+        yield CounterMetricFamily(
             "pubsub_slow_consumer_disconnects",
             "Connections closed with SLOW_CONSUMER (disconnect policy)",
             value=delivery.slow_consumer_disconnects,

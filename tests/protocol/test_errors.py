@@ -15,6 +15,7 @@ from pubsub import (
     MessageTooLarge,
     ProtocolError,
     PubSubError,
+    RateLimited,
     SlowConsumer,
     TopicExists,
     TopicNotFound,
@@ -31,6 +32,7 @@ TYPED: dict[ErrorCode, type[PubSubError]] = {
     ErrorCode.LIMIT_EXCEEDED: LimitExceeded,
     ErrorCode.SLOW_CONSUMER: SlowConsumer,
     ErrorCode.UNAUTHORIZED: Unauthorized,
+    ErrorCode.RATE_LIMITED: RateLimited,
     ErrorCode.UNAVAILABLE: Unavailable,
     ErrorCode.INTERNAL: InternalError,
 }
@@ -42,6 +44,7 @@ HTTP_STATUS = {
     ErrorCode.MESSAGE_TOO_LARGE: 413,
     ErrorCode.LIMIT_EXCEEDED: 429,
     ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.RATE_LIMITED: 429,
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.INTERNAL: 500,
 }
@@ -56,6 +59,7 @@ WS_CLOSE = {
     ErrorCode.LIMIT_EXCEEDED: None,
     ErrorCode.SLOW_CONSUMER: 1013,
     ErrorCode.UNAUTHORIZED: None,
+    ErrorCode.RATE_LIMITED: None,
     ErrorCode.UNAVAILABLE: None,
     ErrorCode.INTERNAL: 1011,
 }
@@ -70,6 +74,7 @@ def test_error_codes_are_exactly_the_protocol_table() -> None:
         "LIMIT_EXCEEDED",
         "SLOW_CONSUMER",
         "UNAUTHORIZED",
+        "RATE_LIMITED",
         "UNAVAILABLE",
         "INTERNAL",
     }

@@ -127,6 +127,7 @@ async def test_health_stats_info_metrics() -> None:
                 "delivered": 1,
                 "dropped": 0,
                 "slow_consumer_disconnects": 0,
+                "rate_limited": 0,
             }
             assert stats["memory"]["rss_mb"] > 0
 
