@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 from typing import Any, Final, TextIO
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
 import msgspec
@@ -80,6 +80,22 @@ def add_commands(commands: Any) -> None:
     sub.add_argument("--count", type=int, help="exit after this many events")
     sub.add_argument("--json", action="store_true", help="line-delimited JSON (for jq)")
     sub.set_defaults(run=_sub)
+
+    history = commands.add_parser(
+        "history",
+        parents=[common],
+        help="print stored messages",
+        description="Print TOPIC's stored messages after an offset, oldest first, one per line.",
+    )
+    history.add_argument("topic")
+    history.add_argument(
+        "--since", type=int, default=0, metavar="N", help="only messages after offset N"
+    )
+    history.add_argument(
+        "--limit", type=int, default=100, metavar="L", help="at most L messages (<= 1000)"
+    )
+    history.add_argument("--json", action="store_true", help="line-delimited JSON (for jq)")
+    history.set_defaults(run=_history)
 
     stats = commands.add_parser("stats", parents=[common], help="show /stats as a table")
     stats.set_defaults(run=_stats)
@@ -157,6 +173,20 @@ def _topics_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _history(args: argparse.Namespace) -> int:
+    query = urlencode({"since_offset": args.since, "limit": args.limit})
+    found = _rest(args, "GET", f"/topics/{args.topic}/messages?{query}")
+    for stored in found["messages"]:
+        message = stored["message"]
+        if args.json:
+            line = {"topic": found["topic"], **stored}
+            print(msgspec.json.encode(line).decode())
+        else:
+            payload = msgspec.json.encode(message["payload"]).decode()
+            print(f"{stored['offset']}  {stored['ts']}  {message['id']}  {payload}")
+    return 0
+
+
 def _stats(args: argparse.Namespace) -> int:
     stats = _rest(args, "GET", "/stats")
     out = sys.stdout
@@ -175,6 +205,7 @@ def _stats(args: argparse.Namespace) -> int:
             ["delivered", str(delivery["delivered"])],
             ["dropped", str(delivery["dropped"])],
             ["slow consumers", str(delivery["slow_consumer_disconnects"])],
+            ["rate limited", str(delivery["rate_limited"])],
             ["memory", f"{stats['memory']['rss_mb']} MB"],
         ],
         out,

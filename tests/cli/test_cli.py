@@ -104,3 +104,28 @@ async def test_errors_give_clear_messages_and_exit_codes() -> None:
         gone = await cli(None, *command, url=f"http://127.0.0.1:{port}")
         assert gone.returncode == 3, command
         assert b"127.0.0.1" in gone.stderr
+
+
+async def test_history_prints_stored_messages_after_an_offset() -> None:
+    async with running() as server:
+        await server.node.create_topic("t")
+        published = await cli(server, "pub", "t", stdin=b'{"n": 1}\n[2]\n"three"\n')
+        assert published.returncode == 0, published.stderr
+        plain = await cli(server, "history", "t", "--since", "1")
+        assert plain.returncode == 0, plain.stderr
+        lines = plain.stdout.decode().splitlines()
+        assert [line.split()[0] for line in lines] == ["2", "3"]
+        assert [line.split()[-1] for line in lines] == ["[2]", '"three"']
+        limited = await cli(server, "history", "t", "--limit", "1", "--json")
+        [stored] = [json.loads(line) for line in limited.stdout.splitlines()]
+        assert (stored["topic"], stored["offset"], stored["message"]["payload"]) == (
+            "t",
+            1,
+            {"n": 1},
+        )
+        missing = await cli(server, "history", "nope")
+        assert missing.returncode == 1
+        assert b"TOPIC_NOT_FOUND" in missing.stderr
+        too_many = await cli(server, "history", "t", "--limit", "5000")
+        assert too_many.returncode == 1
+        assert b"BAD_REQUEST" in too_many.stderr
