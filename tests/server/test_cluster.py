@@ -211,6 +211,10 @@ async def test_redis_outage_is_unavailable_then_subscribers_catch_up(
             assert health.json()["engine"] == {"kind": "redis", "status": "unavailable"}
             created = await rest.post("/topics", json={"name": "other"})
             assert (created.status_code, created.json()["error"]) == (503, "UNAVAILABLE")
+            posted = await rest.post("/topics/t/messages", json={"id": "rest", "payload": 0})
+            assert (posted.status_code, posted.json()["error"]) == (503, "UNAVAILABLE")
+            history = await rest.get("/topics/t/messages")
+            assert (history.status_code, history.json()["error"]) == (503, "UNAVAILABLE")
             # Metrics go on during the outage, saying so.
             metrics = await rest.get("/metrics")
             assert metrics.status_code == 200
