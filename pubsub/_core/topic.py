@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Final
 
+import msgspec
 import trio
 
 from .._protocol.errors import LimitExceeded, PubSubError, TopicNotFound
@@ -22,12 +23,15 @@ from .._protocol.frames import Ack, Event, Info, Publish, Subscribe, Unsubscribe
 from .._protocol.timestamps import ts_now
 from .counters import Counters
 from .engine import Engine, Publication, TopicInfo
+from .filters import Filter, compile_filter
 from .session import Framer, Requester, Session
 
 #: Payload bytes one engine publish call carries at most (one message may be
 #: larger). The Redis engine publishes each call's batch as one pub/sub message,
 #: and Redis drops subscribers whose output buffer passes 32 MB by default.
 MAX_RUN_BYTES: Final = 4 * 1024 * 1024
+#: Stored messages a filtered ``last_n`` looks through for the newest matches.
+MAX_FILTERED_SCAN: Final = 1_000_000
 
 
 class DeleteTopic:
@@ -76,6 +80,9 @@ class TopicActor:
         self.dropped = 0
         self.deleted = False
         self.subscribers: dict[Session, None] = {}
+        #: The content filter of each subscribed (or joining) session that has
+        #: one. Empty on most topics, whose fan-out then never looks at it.
+        self._filters: dict[Session, Filter] = {}
         #: Subscribed sessions whose ack said an offset the feed has not reached
         #: yet: they get only later messages, and join ``subscribers`` once the
         #: feed catches up (an engine whose feed lags its history, like Redis).
@@ -142,6 +149,7 @@ class TopicActor:
     def detach(self, session: Session) -> None:
         """Forget a session that is going away. Synchronous: the actor never
         awaits while it iterates the subscribers, so this cannot split a fan-out."""
+        self._filters.pop(session, None)
         if session in self.subscribers:
             del self.subscribers[session]
         elif self._joining.pop(session, None) is None:
@@ -177,7 +185,9 @@ class TopicActor:
         published_at = self._published_at
         if self._receipts and not published_at:
             published_at = self._receipts.pop(offset - len(frames) + 1, 0.0)
-        if self.subscribers:
+        if self._filters and self.subscribers:
+            self._fan_out_filtered(publications, start, frames, published_at, repaired)
+        elif self.subscribers:
             if repaired:
                 for subscriber in self.subscribers:
                     subscriber.replay(frames)
@@ -196,10 +206,58 @@ class TopicActor:
             if self._joining:
                 self._admit(fresh, published_at, repaired)
 
+    def _fan_out_filtered(
+        self,
+        publications: list[Publication],
+        start: int,
+        frames: list[bytes],
+        published_at: float,
+        repaired: bool,
+    ) -> None:
+        """Fan-out when some subscribers have filters: each message is decoded once
+        and each distinct filter evaluated once per message; subscribers with
+        equal filters (and those without) share one joined batch. ``frames`` are
+        those of the ``publications`` past ``start``, in order."""
+        messages: list[object] = []
+        last = start
+        for publication in publications:
+            if publication.offset > last:
+                messages.append(_message_object(publication))
+                last = publication.offset
+        batches: dict[str, tuple[list[bytes], bytes]] = {}
+        everything = (frames, frames[0] if len(frames) == 1 else b"".join(frames))
+        filters = self._filters
+        dropped = 0
+        for subscriber in self.subscribers:
+            wanted = filters.get(subscriber)
+            if wanted is None:
+                picked, joined = everything
+            else:
+                batch = batches.get(wanted.key)
+                if batch is None:
+                    chosen = [f for f, m in zip(frames, messages, strict=True) if wanted.matches(m)]
+                    batch = batches[wanted.key] = (chosen, b"".join(chosen))
+                picked, joined = batch
+            if not picked:
+                continue
+            if repaired:
+                subscriber.replay(picked)
+            else:
+                dropped += subscriber.deliver(picked, len(joined), published_at, joined)
+        if dropped:
+            self.dropped += dropped
+
     def _admit(self, fresh: list[Publication], published_at: float, repaired: bool) -> None:
         """Give joining sessions what is past their ack; full subscribers once caught up."""
         for session, acked in list(self._joining.items()):
-            frames = [p.frame for p in fresh if p.offset > acked and p.frame is not None]
+            wanted = self._filters.get(session)
+            frames = [
+                p.frame
+                for p in fresh
+                if p.offset > acked
+                and p.frame is not None
+                and (wanted is None or wanted.matches(_message_object(p)))
+            ]
             if frames and repaired:
                 session.replay(frames)
             elif frames:
@@ -228,6 +286,7 @@ class TopicActor:
             session.send(notice)
         self.subscribers.clear()
         self._joining.clear()
+        self._filters.clear()
         self._send.close()
 
     # --------------------------------------------------------------- the actor
@@ -328,9 +387,17 @@ class TopicActor:
     async def _subscribe(self, session: Session, command: Subscribe) -> None:
         if not session.is_open:
             return
+        wanted: Filter | None = None
+        if command.filter is not None:
+            try:
+                wanted = compile_filter(command.filter)
+            except PubSubError as exc:
+                session.send_error(exc, command.request_id)
+                return
         if session in self.subscribers or session in self._joining:
-            # Already subscribed: acknowledged, never replayed twice.
-            self._ack_subscribe(session, command, self.offset, None)
+            # Already subscribed: the filter is replaced, nothing replayed twice.
+            self._set_filter(session, wanted)
+            self._ack_subscribe(session, command, self.offset, None, wanted is not None)
             return
         if len(self.subscribers) + len(self._joining) >= self._max_subscribers:
             session.send_error(
@@ -348,9 +415,11 @@ class TopicActor:
                 base = await self._engine.follow(self.name)
                 if base is not None:
                     self.offset = base  # the feed continues after it
+            # A filtered last_n is the newest n that match: look through them all.
+            scan = MAX_FILTERED_SCAN if wanted is not None and command.last_n else command.last_n
             history = await self._engine.history(
                 self.name,
-                last_n=command.last_n,
+                last_n=scan,
                 since_offset=command.since_offset,
                 epoch=command.epoch,
             )
@@ -373,20 +442,41 @@ class TopicActor:
             return  # closed while the engine answered
         self.epoch = history.epoch
         acked = history.offset
-        self._ack_subscribe(session, command, acked, history.recovered)
-        replay = [self._frame(p) for p in history.publications]
+        self._ack_subscribe(session, command, acked, history.recovered, wanted is not None)
+        stored = history.publications
+        if wanted is not None:
+            stored = [p for p in stored if wanted.matches(_message_object(p))]
+            if command.last_n:
+                stored = stored[-command.last_n :]
+        replay = [self._frame(p) for p in stored]
         session.topics.add(self.name)
+        self._set_filter(session, wanted)
         if self.offset >= acked:
             # Whatever the feed delivered while the history was read, past the ack.
-            replay += [self._frame(p) for p in seen if p.offset > acked]
+            replay += [
+                self._frame(p)
+                for p in seen
+                if p.offset > acked and (wanted is None or wanted.matches(_message_object(p)))
+            ]
             self.subscribers[session] = None
         else:
             self._joining[session] = acked
         if replay:
             session.replay(replay)
 
+    def _set_filter(self, session: Session, wanted: Filter | None) -> None:
+        if wanted is None:
+            self._filters.pop(session, None)
+        else:
+            self._filters[session] = wanted
+
     def _ack_subscribe(
-        self, session: Session, command: Subscribe, offset: int, recovered: bool | None
+        self,
+        session: Session,
+        command: Subscribe,
+        offset: int,
+        recovered: bool | None,
+        filtered: bool,
     ) -> None:
         ack = Ack(
             request_id=command.request_id,
@@ -395,6 +485,7 @@ class TopicActor:
             offset=offset,
             epoch=self.epoch,
             recovered=recovered,
+            filtered=True if filtered else None,
             ts=ts_now(),
         )
         session.send(encode(ack))
@@ -442,3 +533,9 @@ class TopicActor:
             request.done.set()
         elif session is not None:
             session.send_error(error, request.request_id)
+
+
+def _message_object(publication: Publication) -> object:
+    """The message as a filter sees it: ``{"id", "payload"}``, the payload decoded."""
+    message = publication.message
+    return {"id": message.id, "payload": msgspec.json.decode(message.payload)}

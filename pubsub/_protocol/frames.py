@@ -70,6 +70,8 @@ class Subscribe(ClientFrame, tag="subscribe", frozen=True):
     #: Resume (v1.1): replay everything after this offset if ``epoch`` matches.
     since_offset: NonNegative | None = None
     epoch: str | None = None
+    #: Content filter (v1.2), decoded JSON: checked and compiled by the topic.
+    filter: Any = None
 
     def __post_init__(self) -> None:
         if self.since_offset is not None and self.epoch is None:
@@ -162,6 +164,8 @@ class Ack(ServerFrame, tag="ack", kw_only=True):
     #: Subscribe (v1.1): the topic's epoch and whether ``since_offset`` was honoured.
     epoch: str | None = None
     recovered: bool | None = None
+    #: Subscribe (v1.2): only messages matching the subscription's filter follow.
+    filtered: bool | None = None
     ts: str
 
 

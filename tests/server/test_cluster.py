@@ -306,3 +306,30 @@ async def test_rest_publish_and_history_on_the_redis_engine_reach_another_node(
                 assert [m["message"]["id"] for m in body["messages"]] == ["m2"]
             missing = await rest_two.post("/topics/nope/messages", json={"payload": 1})
             assert missing.status_code == 404
+
+
+async def test_a_filtered_subscriber_on_the_redis_engine_gets_only_matching_messages(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    settings = Settings(port=0, engine="redis", redis_url=redis_server.url).replace(
+        redis_prefix=redis_prefix
+    )
+    big = {"path": "payload.n", "op": "gte", "value": 3}
+    async with open_server(settings) as one, open_server(settings) as two:
+        await create_topics(one, "t")
+        async with ws_client(one) as pub:
+            for number in (1, 2, 3):
+                await publish(pub, "t", f"m{number}", {"n": number})
+                assert (await recv(pub))["type"] == "ack"
+            async with ws_client(two) as sub:
+                ack = await ws_subscribe(sub, "t", filter=big, last_n=10)
+                assert ack["filtered"] is True
+                for number in (4, 1, 5):
+                    await publish(pub, "t", f"m{number}", {"n": number})
+                    assert (await recv(pub))["type"] == "ack"
+                got = [await recv_skipping_heartbeats(sub) for _ in range(3)]
+                assert [(e["offset"], e["message"]["id"]) for e in got] == [
+                    (3, "m3"),
+                    (4, "m4"),
+                    (6, "m5"),
+                ]
