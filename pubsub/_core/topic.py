@@ -249,14 +249,16 @@ class TopicActor:
 
     def _admit(self, fresh: list[Publication], published_at: float, repaired: bool) -> None:
         """Give joining sessions what is past their ack; full subscribers once caught up."""
+        # Decoded for the filters once, not once per joining session.
+        messages = [_message_object(p) for p in fresh] if self._filters else []
         for session, acked in list(self._joining.items()):
             wanted = self._filters.get(session)
             frames = [
                 p.frame
-                for p in fresh
+                for index, p in enumerate(fresh)
                 if p.offset > acked
                 and p.frame is not None
-                and (wanted is None or wanted.matches(_message_object(p)))
+                and (wanted is None or wanted.matches(messages[index]))
             ]
             if frames and repaired:
                 session.replay(frames)

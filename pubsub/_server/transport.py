@@ -117,17 +117,25 @@ async def serve_websocket(
         )
 
 
-async def send_all(stream: trio.SocketStream, data: bytes) -> None:
-    """``stream.send_all(data)``, trying one plain write first: the socket is
-    writable almost always, and trio's ``send_all`` costs a scheduler round trip."""
+def write_at_once(fd: int, data: bytes) -> memoryview | None:
+    """Write what the socket takes without waiting; the rest, or None if nothing is
+    left. The socket is writable almost always, and trio's ``send_all`` costs a
+    scheduler round trip even when the kernel takes everything at once."""
     try:
-        written = os.write(stream.socket.fileno(), data)
+        written = os.write(fd, data)
     except BlockingIOError:
         written = 0
+    return memoryview(data)[written:] if written < len(data) else None
+
+
+async def send_all(stream: trio.SocketStream, data: bytes) -> None:
+    """``stream.send_all(data)``, trying one plain write first."""
+    try:
+        rest = write_at_once(stream.socket.fileno(), data)
     except OSError as exc:
         raise trio.BrokenResourceError from exc
-    if written < len(data):
-        await stream.send_all(memoryview(data)[written:])
+    if rest is not None:
+        await stream.send_all(rest)
 
 
 async def handle_texts(node: Node, session: Session, texts: list[str], received_at: float) -> None:
@@ -371,27 +379,17 @@ class Connection:
                         session.writer_idle(self._start_writer)  # until needed again
                         return
                     break  # closing, and everything queued is written
-                data = batch[0] if len(batch) == 1 else b"".join(batch)
-                # Try the socket directly first: trio's send_all would add a
-                # scheduler round trip even when the kernel takes it all at once.
-                try:
-                    written = os.write(fd, data)
-                except BlockingIOError:
-                    written = 0
-                if written < len(data):
-                    await self._send_blocking(memoryview(data)[written:])
+                rest = write_at_once(fd, batch[0] if len(batch) == 1 else b"".join(batch))
+                if rest is not None:
+                    await self._send_blocking(rest)
                 if latency is not None and session.batch_published_at:
                     latency(session.batch_published_at)
             reason = session.close_reason
             assert reason is not None
             close = self.reader.close(reason.code, reason.reason)
-            if close:
-                try:
-                    written = os.write(fd, close)
-                except BlockingIOError:
-                    written = 0
-                if written < len(close):
-                    await self._send_blocking(memoryview(close)[written:])
+            rest = write_at_once(fd, close) if close else None
+            if rest is not None:
+                await self._send_blocking(rest)
             if not self._peer_closed:
                 self._peer_closed_event = trio.Event()
                 wait_until = min(trio.current_time() + self._close_timeout, self._give_up_at)

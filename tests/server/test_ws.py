@@ -613,6 +613,18 @@ async def test_a_read_full_of_bad_frames_is_answered_even_with_a_small_outbox() 
         assert (await request(ws, type="ping", request_id="after"))["type"] == "pong"
 
 
+async def raw_client(server: Server) -> tuple[trio.SocketStream, WSConnection]:
+    """A WebSocket connection driven by wsproto by hand, past its welcome frame."""
+    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+    client = WSConnection(ConnectionType.CLIENT)
+    await stream.send_all(client.send(Request(host="x", target="/ws")))
+    while not any(isinstance(event, TextMessage) for event in client.events()):
+        data = await stream.receive_some(65536)
+        assert data
+        client.receive_data(data)  # the 101, then the welcome
+    return stream, client
+
+
 async def test_a_flood_bigger_than_any_read_is_carried_out_in_order() -> None:
     """Megabytes of publishes written at once (reads grow to their largest size
     and back): every one acknowledged and delivered, in order, none twice."""
@@ -621,13 +633,7 @@ async def test_a_flood_bigger_than_any_read_is_carried_out_in_order() -> None:
         await create_topics(server, "flood", "other")
         async with ws_client(server) as subscriber:
             await subscribe(subscriber, "flood")
-            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
-            client = WSConnection(ConnectionType.CLIENT)
-            await stream.send_all(client.send(Request(host="x", target="/ws")))
-            while not any(isinstance(event, AcceptConnection) for event in client.events()):
-                data = await stream.receive_some(65536)
-                assert data
-                client.receive_data(data)
+            stream, client = await raw_client(server)
             payload = "x" * 200
 
             def frame(i: int) -> bytes:
@@ -684,13 +690,7 @@ async def test_an_error_in_the_serving_block_ends_it_with_that_error() -> None:
     cancelled connection must not break the shutdown drain that runs meanwhile."""
     with pytest.raises(BaseExceptionGroup) as raised:
         async with running() as server:
-            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
-            client = WSConnection(ConnectionType.CLIENT)
-            await stream.send_all(client.send(Request(host="x", target="/ws")))
-            while not any(isinstance(event, TextMessage) for event in client.events()):
-                data = await stream.receive_some(65536)
-                assert data
-                client.receive_data(data)  # the 101, then the welcome
+            stream, _ = await raw_client(server)
             raise KeyError("the block's own error")
     await stream.aclose()
     rest = raised.value.split(KeyError)[1]
