@@ -95,6 +95,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     close_timeout: Annotated[
         int, _doc("ms a closing WebSocket waits for the peer's close frame", ge=1)
     ] = 2_000
+    # v1.2: message TTL.
+    message_ttl: Annotated[
+        int,
+        _doc(
+            "ms a message stays deliverable when its topic and publish set no TTL (0 = forever)",
+            ge=0,
+        ),
+    ] = 0
     # v1.2: rate limits.
     rate_limit: Annotated[
         int, _doc("publishes per second per WebSocket connection (0 = no limit)", ge=0)

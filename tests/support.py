@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 import httpx
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
 from pubsub import Server, Settings, open_server
 
@@ -98,3 +101,52 @@ async def create_topics(server: Server, *names: str) -> None:
         for name in names:
             response = await client.post("/topics", json={"name": name})
             assert response.status_code == 201, response.text
+
+
+class RawClient:
+    """A WebSocket client on a plain socket whose reading the test controls."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.frames: list[dict[str, Any]] = []
+        self.close_code: int | None = None
+        self._text: list[str] = []
+
+    @classmethod
+    async def connect(cls, server: Server) -> RawClient:
+        sock = trio.socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await sock.connect(("127.0.0.1", server.port))
+        client = cls(trio.SocketStream(sock))
+        await client.stream.send_all(client.ws.send(Request(host="127.0.0.1", target="/ws")))
+        await client._read_until(lambda: len(client.frames) >= 1)
+        return client
+
+    async def send(self, **frame: Any) -> None:
+        await self.stream.send_all(self.ws.send(TextMessage(json.dumps(frame))))
+
+    async def _read_until(self, done: Any) -> None:
+        with trio.fail_after(30):
+            while not done() and self.close_code is None:
+                data = await self.stream.receive_some(65536)
+                if not data:
+                    return
+                self.ws.receive_data(data)
+                for event in self.ws.events():
+                    if isinstance(event, TextMessage):
+                        self._text.append(event.data)
+                        if event.message_finished:
+                            self.frames.append(json.loads("".join(self._text)))
+                            self._text.clear()
+                    elif isinstance(event, CloseConnection):
+                        self.close_code = event.code
+                        await self.stream.send_all(self.ws.send(event.response()))
+                    else:
+                        assert isinstance(event, AcceptConnection | CloseConnection), event
+
+    async def read_until_frame(self, predicate: Any) -> None:
+        await self._read_until(lambda: any(predicate(f) for f in self.frames))
+
+    async def read_until_closed(self) -> None:
+        await self._read_until(lambda: False)

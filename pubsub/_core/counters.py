@@ -16,6 +16,7 @@ class Counters:
         "connection_counter",
         "delivered",
         "dropped",
+        "expired",
         "published",
         "rate_limited",
         "slow_consumer_disconnects",
@@ -30,6 +31,8 @@ class Counters:
         self.delivered = 0
         #: Event frames removed from full outboxes by ``drop_oldest``.
         self.dropped = 0
+        #: Event frames not written because their message expired while queued.
+        self.expired = 0
         self.slow_consumer_disconnects = 0
         #: Publishes refused with RATE_LIMITED (WebSocket and REST).
         self.rate_limited = 0
@@ -54,6 +57,7 @@ class DeliveryStats(msgspec.Struct, frozen=True):
     dropped: int
     slow_consumer_disconnects: int
     rate_limited: int
+    expired: int
 
 
 class Stats(msgspec.Struct, frozen=True):

@@ -47,9 +47,23 @@ class Publication(msgspec.Struct, gc=False):
     ts: str
     message: Message
     frame: bytes | None = None
+    #: Message TTL (v1.2): when it expires, epoch milliseconds; 0: never.
+    expires: int = 0
 
     def __repr__(self) -> str:
-        return f"Publication({self.offset}, {self.ts!r}, {self.message.id!r})"
+        return f"Publication({self.offset}, {self.ts!r}, {self.message.id!r}, {self.expires})"
+
+
+def expiry(now: int, ttl: int) -> int:
+    """When a message published at ``now`` (epoch ms) with ``ttl`` ms expires; 0
+    (never) when ``ttl`` is 0."""
+    return now + ttl if ttl else 0
+
+
+def unexpired(publications: list[Publication], now: int) -> tuple[list[Publication], int]:
+    """The publications not expired at ``now`` (epoch ms), and how many were."""
+    kept = [p for p in publications if not p.expires or p.expires > now]
+    return kept, len(publications) - len(kept)
 
 
 class TopicInfo(msgspec.Struct, frozen=True):
@@ -68,6 +82,8 @@ class TopicInfo(msgspec.Struct, frozen=True):
     #: Subscribers over every node, when the engine knows them (they may lag by
     #: a few seconds); None: only this node's are known.
     subscribers: int | None = None
+    #: The TTL of its messages (v1.2), ms; 0: they never expire.
+    message_ttl_ms: int = 0
 
 
 class Published(msgspec.Struct, frozen=True):
@@ -85,10 +101,13 @@ class History(msgspec.Struct, frozen=True):
     #: The topic's newest offset when the history was read.
     offset: int
     epoch: str
-    #: With ``since_offset``: whether everything after it is in ``publications``.
-    #: None when no ``since_offset`` was asked for.
+    #: With ``since_offset``: whether everything after it is in ``publications``
+    #: or expired. None when no ``since_offset`` was asked for.
     recovered: bool | None
+    #: Unexpired messages only, oldest first.
     publications: list[Publication]
+    #: With ``since_offset`` and ``recovered``: the messages after it that expired.
+    expired: int = 0
 
 
 class Feed(Protocol):
@@ -149,8 +168,9 @@ class Engine(Protocol):
         """Serve ``feed`` until cancelled; ``task_status.started()`` once usable."""
         ...
 
-    async def create_topic(self, name: str) -> TopicInfo:
-        """Register a topic (name already validated)."""
+    async def create_topic(self, name: str, message_ttl_ms: int = 0) -> TopicInfo:
+        """Register a topic (name already validated) whose messages expire after
+        ``message_ttl_ms`` (0: never) unless a publish says otherwise."""
         ...
 
     async def delete_topic(self, name: str) -> None:
@@ -169,9 +189,14 @@ class Engine(Protocol):
         """How many topics there are (cheap: ``/health`` asks on every probe)."""
         ...
 
-    async def publish(self, topic: str, messages: list[Message]) -> Published:
+    async def publish(
+        self, topic: str, messages: list[Message], ttls: list[int] | None = None
+    ) -> Published:
         """Store ``messages`` (one call per batch, never one per message) and hand
-        them to the feed of every node that follows the topic."""
+        them to the feed of every node that follows the topic.
+
+        ``ttls``, when given, is each message's own TTL in ms (0: the topic's);
+        a message with a TTL gets ``expires`` = publish time + TTL."""
         ...
 
     async def history(
@@ -182,8 +207,10 @@ class Engine(Protocol):
         since_offset: int | None = None,
         epoch: str | None = None,
     ) -> History:
-        """The newest ``last_n`` stored messages, or (with ``since_offset``) every
-        message after it when ``epoch`` matches and all are stored, oldest first."""
+        """The newest ``last_n`` stored unexpired messages, or (with ``since_offset``)
+        every unexpired message after it when ``epoch`` matches and all are stored
+        or expired, oldest first. Expiry is checked against
+        ``timestamps.now_ms()`` (read through the module: tests move it)."""
         ...
 
     async def follow(self, topic: str) -> int | None:

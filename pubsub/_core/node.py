@@ -49,7 +49,15 @@ from .counters import Counters, DeliveryStats, Stats, TopicStats, WebSocketStats
 from .engine import Engine, History, Publication, TopicInfo
 from .outbox import POLICIES
 from .ratelimit import TokenBucket
-from .session import Burst, CloseReason, Framer, Requester, Session, dropped_notice_for
+from .session import (
+    Burst,
+    CloseReason,
+    Framer,
+    Requester,
+    Session,
+    dropped_notice_for,
+    expired_notice_for,
+)
 from .topic import Command, DeleteTopic, TopicActor
 
 #: The most commands a topic actor takes from its inbox in one wake-up.
@@ -145,6 +153,7 @@ class Node:
         self._no_sessions: trio.Event | None = None
         self._policy = POLICIES[settings.backpressure_policy]()
         self._dropped_notice = dropped_notice_for(framer)
+        self._expired_notice = expired_notice_for(framer)
         #: The sessions' direct writes of a scheduler pass, written together at
         #: its end (``open_node`` installs it as a trio instrument).
         self.burst = Burst()
@@ -154,8 +163,9 @@ class Node:
 
     # ------------------------------------------------------------------ topics
 
-    async def create_topic(self, name: str) -> TopicInfo:
-        """Create a topic.
+    async def create_topic(self, name: str, message_ttl_ms: int | None = None) -> TopicInfo:
+        """Create a topic whose messages expire after ``message_ttl_ms`` (None:
+        ``MESSAGE_TTL``; 0: never) unless a publish gives its own TTL.
 
         Raises:
             BadRequest: the name breaks the topic-name rule.
@@ -165,7 +175,9 @@ class Node:
         check_topic_name(name)
         if self.closed:
             raise InternalError("the broker is shutting down")
-        return await self.engine.create_topic(name)
+        if message_ttl_ms is None:
+            message_ttl_ms = self.settings.message_ttl
+        return await self.engine.create_topic(name, message_ttl_ms)
 
     async def delete_topic(self, name: str) -> None:
         """Delete a topic once every command queued before this one is carried
@@ -206,16 +218,16 @@ class Node:
             retry_after_ms=wait_ms,
         )
 
-    async def publish(self, topic: str, message: Message) -> Answer:
+    async def publish(self, topic: str, message: Message, ttl_ms: int | None = None) -> Answer:
         """Publish ``message`` without a connection (REST): in order with the topic's
-        other requests, delivered like any publish. Returns the answer with the
-        message's offset and time.
+        other requests, delivered like any publish (``ttl_ms``: its own TTL).
+        Returns the answer with the message's offset and time.
 
         Raises:
             TopicNotFound, Unavailable: as a WebSocket publish would be answered.
         """
         answer = Answer()
-        frame = Publish(topic=topic, message=message, client_id=REST_CLIENT_ID)
+        frame = Publish(topic=topic, message=message, client_id=REST_CLIENT_ID, ttl_ms=ttl_ms)
         await self.handle_many(answer, [frame], time.perf_counter())
         await answer.done.wait()
         if answer.error is not None:
@@ -315,6 +327,7 @@ class Node:
             counters=self.counters,
             connection_id=connection_id,
             dropped_notice=self._dropped_notice,
+            expired_notice=self._expired_notice,
             burst=self.burst,
         )
         if self.settings.rate_limit:
@@ -465,6 +478,7 @@ class Node:
                 dropped=counters.dropped,
                 slow_consumer_disconnects=counters.slow_consumer_disconnects,
                 rate_limited=counters.rate_limited,
+                expired=counters.expired,
             ),
         )
 

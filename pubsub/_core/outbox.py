@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ClassVar, Final, Protocol
 
+from .._protocol import timestamps
+
 #: The verdict that the connection must be closed with ``SLOW_CONSUMER``.
 DISCONNECT: Final = -1
 
@@ -27,6 +29,28 @@ class Pinned(bytes):
     """A queued entry no policy may remove (control frame, replay, partial rest)."""
 
     __slots__ = ()
+
+
+class Expiring(bytes):
+    """The event frame of a message with a TTL (v1.2): ``expires`` is when it
+    expires (epoch ms). One object per message, shared by every subscriber's
+    outbox; a frame that expired while queued is not written (:meth:`Outbox.take`).
+    (A ``bytes`` subclass cannot have slots; only frames of expiring messages
+    pay for the instance dict.)"""
+
+    expires: int
+
+
+class PinnedExpiring(Pinned):
+    """A replayed :class:`Expiring` frame: pinned, and still not written once expired."""
+
+    expires: int
+
+
+def expiring_frame(data: bytes, expires: int) -> Expiring:
+    frame = Expiring(data)
+    frame.expires = expires
+    return frame
 
 
 class Policy(Protocol):
@@ -86,6 +110,8 @@ class Outbox:
         policy: What to do when a bound would be exceeded.
         dropped_notice: Builds the wire frame telling the client how many
             events were dropped (``messages_dropped``).
+        expired_notice: Likewise for events not written because their message
+            expired while queued (``messages_expired``).
 
     Attributes:
         queue: The entries, oldest first. The session reads its truth value on
@@ -93,14 +119,20 @@ class Outbox:
         partial: The oldest entry is the unwritten rest of a partly written
             frame: nothing may go in front of it and nothing may remove it.
         dropped_pending: Events dropped since the last :meth:`take`.
+        expiring: Whether an :class:`Expiring` frame may be queued (set by the
+            session when it queues one): only then does :meth:`take` look.
+        expired: Events the latest :meth:`take` left out because they expired.
     """
 
     __slots__ = (
         "_bytes",
         "_dropped_notice",
         "_events",
+        "_expired_notice",
         "_replayed",
         "dropped_pending",
+        "expired",
+        "expiring",
         "max_bytes",
         "max_frames",
         "partial",
@@ -115,11 +147,15 @@ class Outbox:
         max_bytes: int = 0,
         policy: Policy,
         dropped_notice: Callable[[int], bytes],
+        expired_notice: Callable[[int], bytes] | None = None,
     ) -> None:
         self.max_frames = max_frames
         self.max_bytes = max_bytes
         self.policy = policy
         self._dropped_notice = dropped_notice
+        self._expired_notice = expired_notice
+        self.expiring = False
+        self.expired = 0
         # A list, not a deque: an empty deque costs ~600 bytes per idle connection,
         # and the only removal from the front is drop_oldest's (rare and small).
         self.queue: list[bytes] = []
@@ -167,7 +203,10 @@ class Outbox:
 
     def replay(self, frames: list[bytes]) -> None:
         """Queue replayed events: never dropped, not counted against the bounds."""
-        self.queue.extend(Pinned(frame) for frame in frames)
+        if self.expiring:
+            self.queue.extend(map(_pin, frames))
+        else:
+            self.queue.extend(Pinned(frame) for frame in frames)
         self._replayed += len(frames)
 
     def put_rest(self, data: bytes) -> None:
@@ -197,12 +236,12 @@ class Outbox:
         if not self._events:
             return False
         queue = self.queue
-        if type(queue[0]) is bytes:
+        if not isinstance(queue[0], Pinned):
             frame = queue.pop(0)
         else:
             # Pinned entries are oldest: remove the oldest event behind them.
             for index, entry in enumerate(queue):  # pragma: no branch
-                if type(entry) is bytes:
+                if not isinstance(entry, Pinned):
                     frame = entry
                     del queue[index]
                     break
@@ -216,16 +255,38 @@ class Outbox:
         """Everything queued, oldest first, leaving the outbox empty.
 
         When events were dropped since the last take, a ``messages_dropped``
-        notice comes first (after the rest of a partly written frame).
+        notice comes first (after the rest of a partly written frame); events
+        whose message expired while queued are left out (:attr:`expired`) and
+        announced by a ``messages_expired`` notice after it.
         """
         batch = self.queue
         self.queue = []
+        self.expired = 0
+        if self.expiring:
+            self.expiring = False
+            batch = self._without_expired(batch)
         if self.dropped_pending:
             batch.insert(1 if self.partial else 0, self._dropped_notice(self.dropped_pending))
             self.dropped_pending = 0
         self.partial = False
         self._events = self._bytes = self._replayed = 0
         return batch
+
+    def _without_expired(self, batch: list[bytes]) -> list[bytes]:
+        now = timestamps.now_ms()
+        kept = [
+            entry
+            for entry in batch
+            if not isinstance(entry, Expiring | PinnedExpiring) or entry.expires > now
+        ]
+        expired = len(batch) - len(kept)
+        if expired:
+            self.expired = expired
+            if self._expired_notice is not None:
+                # After a partial rest, before every event (a dropped notice goes
+                # in front of it later).
+                kept.insert(1 if self.partial else 0, self._expired_notice(expired))
+        return kept
 
     def discard(self) -> int:
         """Forget everything queued except the rest of a partly written frame
@@ -240,4 +301,13 @@ class Outbox:
             self.queue.append(head)
         self._events = self._bytes = self._replayed = 0
         self.dropped_pending = 0
+        self.expiring = False
         return discarded
+
+
+def _pin(frame: bytes) -> Pinned:
+    if isinstance(frame, Expiring):
+        pinned = PinnedExpiring(frame)
+        pinned.expires = frame.expires
+        return pinned
+    return Pinned(frame)

@@ -98,6 +98,16 @@ def dropped_notice_for(framer: Framer) -> Callable[[int], bytes]:
     return notice
 
 
+def expired_notice_for(framer: Framer) -> Callable[[int], bytes]:
+    """Builds the framed ``messages_expired`` notice (one per node, like
+    :func:`dropped_notice_for`)."""
+
+    def notice(count: int) -> bytes:
+        return framer(info_frame("messages_expired", expired=count))
+
+    return notice
+
+
 _ids: Final = itertools.count(1)
 _id_prefix: Final = os.urandom(2).hex()
 
@@ -198,6 +208,7 @@ class Session:
         counters: Counters,
         connection_id: str | None = None,
         dropped_notice: Callable[[int], bytes] | None = None,
+        expired_notice: Callable[[int], bytes] | None = None,
         burst: Burst | None = None,
     ) -> None:
         self.connection_id = connection_id or new_connection_id()
@@ -221,6 +232,7 @@ class Session:
             max_bytes=max_queue_bytes,
             policy=policy,
             dropped_notice=dropped_notice or dropped_notice_for(framer),
+            expired_notice=expired_notice or expired_notice_for(framer),
         )
         self.on_close: Callable[[], None] | None = None
         #: The writer task parked for frames, ``_NO_WRITER`` when the transport
@@ -260,6 +272,7 @@ class Session:
         nbytes: int,
         published_at: float = 0.0,
         joined: bytes | None = None,
+        expiring: bool = False,
     ) -> int:
         """Queue live event frames (already framed, ``nbytes`` long together); never
         blocks. Returns how many events the backpressure policy dropped.
@@ -267,7 +280,9 @@ class Session:
         This is the fan-out hot path: one call per subscriber per topic batch.
         ``published_at`` is when the first of them reached the server (for the
         latency histogram; 0.0 when unknown). ``joined``, when given, is the
-        frames as one ``bytes`` (built once for every subscriber).
+        frames as one ``bytes`` (built once for every subscriber). ``expiring``:
+        some frames are :class:`~pubsub._core.outbox.Expiring` (if queued, the
+        outbox checks them when they are taken).
         """
         if self.close_reason is not None:
             return 0
@@ -286,6 +301,8 @@ class Session:
             return 0
         if not self._oldest_at:
             self._oldest_at = published_at
+        if expiring:
+            outbox.expiring = True
         verdict = outbox.enqueue(frames, nbytes)
         if verdict == DISCONNECT:
             self._disconnect_slow()
@@ -300,9 +317,10 @@ class Session:
             self._wake()
         return verdict
 
-    def replay(self, frames: list[bytes]) -> None:
+    def replay(self, frames: list[bytes], expiring: bool = False) -> None:
         """Queue replayed events after a subscribe ack. Not subject to the queue
-        bounds, now or later: the client asked for exactly these."""
+        bounds, now or later: the client asked for exactly these (unless they
+        expire while queued: ``expiring`` as for :meth:`deliver`)."""
         if self.close_reason is not None or not frames:
             return
         self._counters.delivered += len(frames)
@@ -315,6 +333,8 @@ class Session:
         ):
             self._write_direct(b"".join(frames), 0.0)
             return
+        if expiring:
+            self.outbox.expiring = True
         self.outbox.replay(frames)
         if not self._corked:
             self._wake()
@@ -481,7 +501,14 @@ class Session:
         return self._take()
 
     def _take(self) -> list[bytes]:
-        batch = self.outbox.take()
+        outbox = self.outbox
+        batch = outbox.take()
+        if outbox.expired:
+            # Counted as delivered when queued; they never will be.
+            expired = outbox.expired
+            self.delivered -= expired
+            self._counters.delivered -= expired
+            self._counters.expired += expired
         self.batch_published_at = self._oldest_at
         self._oldest_at = 0.0
         if self._drained is not None:

@@ -20,10 +20,11 @@ import trio
 
 from .._protocol.errors import LimitExceeded, PubSubError, TopicNotFound
 from .._protocol.frames import Ack, Event, Info, Publish, Subscribe, Unsubscribe, encode
-from .._protocol.timestamps import ts_now
+from .._protocol.timestamps import format_ts, ts_now
 from .counters import Counters
 from .engine import Engine, Publication, TopicInfo
 from .filters import Filter, compile_filter
+from .outbox import expiring_frame
 from .session import Framer, Requester, Session
 
 #: Payload bytes one engine publish call carries at most (one message may be
@@ -174,11 +175,14 @@ class TopicActor:
         subscriber and queued like a replay, outside the queue bounds."""
         frames: list[bytes] = []
         start = offset = self.offset
+        expiring = False
         for publication in publications:
             if publication.offset <= offset:
                 continue  # already delivered
             frames.append(publication.frame or self._frame(publication))
             offset = publication.offset
+            if publication.expires:
+                expiring = True
         if not frames:
             return
         self.offset = offset
@@ -186,17 +190,17 @@ class TopicActor:
         if self._receipts and not published_at:
             published_at = self._receipts.pop(offset - len(frames) + 1, 0.0)
         if self._filters and self.subscribers:
-            self._fan_out_filtered(publications, start, frames, published_at, repaired)
+            self._fan_out_filtered(publications, start, frames, published_at, repaired, expiring)
         elif self.subscribers:
             if repaired:
                 for subscriber in self.subscribers:
-                    subscriber.replay(frames)
+                    subscriber.replay(frames, expiring)
             else:
                 nbytes = sum(map(len, frames))
                 joined = frames[0] if len(frames) == 1 else b"".join(frames)
                 dropped = 0
                 for subscriber in self.subscribers:
-                    dropped += subscriber.deliver(frames, nbytes, published_at, joined)
+                    dropped += subscriber.deliver(frames, nbytes, published_at, joined, expiring)
                 if dropped:
                     self.dropped += dropped
         if self._seen is not None or self._joining:
@@ -213,6 +217,7 @@ class TopicActor:
         frames: list[bytes],
         published_at: float,
         repaired: bool,
+        expiring: bool,
     ) -> None:
         """Fan-out when some subscribers have filters: each message is decoded once
         and each distinct filter evaluated once per message; subscribers with
@@ -241,9 +246,9 @@ class TopicActor:
             if not picked:
                 continue
             if repaired:
-                subscriber.replay(picked)
+                subscriber.replay(picked, expiring)
             else:
-                dropped += subscriber.deliver(picked, len(joined), published_at, joined)
+                dropped += subscriber.deliver(picked, len(joined), published_at, joined, expiring)
         if dropped:
             self.dropped += dropped
 
@@ -260,10 +265,12 @@ class TopicActor:
                 and p.frame is not None
                 and (wanted is None or wanted.matches(messages[index]))
             ]
+            expiring = any(p.expires for p in fresh)
             if frames and repaired:
-                session.replay(frames)
+                session.replay(frames, expiring)
             elif frames:
-                self.dropped += session.deliver(frames, sum(map(len, frames)), published_at)
+                nbytes = sum(map(len, frames))
+                self.dropped += session.deliver(frames, nbytes, published_at, None, expiring)
             if self.offset >= acked:
                 del self._joining[session]
                 self.subscribers[session] = None
@@ -348,13 +355,15 @@ class TopicActor:
                 self._not_found(session, request)
             return
         messages = []
+        ttls = []
         for _, request, _ in commands:
             assert type(request) is Publish
             messages.append(request.message)
+            ttls.append(request.ttl_ms or 0)
         received_at = commands[0][2]
         self._published_at = received_at
         try:
-            published = await self._engine.publish(self.name, messages)
+            published = await self._engine.publish(self.name, messages, ttls if any(ttls) else None)
         except PubSubError as exc:
             for session, request, _ in commands:
                 if session is not None:
@@ -444,7 +453,9 @@ class TopicActor:
             return  # closed while the engine answered
         self.epoch = history.epoch
         acked = history.offset
-        self._ack_subscribe(session, command, acked, history.recovered, wanted is not None)
+        self._ack_subscribe(
+            session, command, acked, history.recovered, wanted is not None, history.expired
+        )
         stored = history.publications
         if wanted is not None:
             stored = [p for p in stored if wanted.matches(_message_object(p))]
@@ -464,7 +475,7 @@ class TopicActor:
         else:
             self._joining[session] = acked
         if replay:
-            session.replay(replay)
+            session.replay(replay, any(type(frame) is not bytes for frame in replay))
 
     def _set_filter(self, session: Session, wanted: Filter | None) -> None:
         if wanted is None:
@@ -479,6 +490,7 @@ class TopicActor:
         offset: int,
         recovered: bool | None,
         filtered: bool,
+        expired: int = 0,
     ) -> None:
         ack = Ack(
             request_id=command.request_id,
@@ -488,6 +500,7 @@ class TopicActor:
             epoch=self.epoch,
             recovered=recovered,
             filtered=True if filtered else None,
+            expired=expired if recovered and expired else None,
             ts=ts_now(),
         )
         session.send(encode(ack))
@@ -495,13 +508,18 @@ class TopicActor:
     def _frame(self, publication: Publication) -> bytes:
         frame = publication.frame
         if frame is None:
+            expires = publication.expires
             event = Event(
                 topic=self.name,
                 message=publication.message,
                 offset=publication.offset,
                 ts=publication.ts,
+                expires_at=format_ts(expires) if expires else None,
             )
-            frame = publication.frame = self._framer(encode(event))
+            frame = self._framer(encode(event))
+            if expires:
+                frame = expiring_frame(frame, expires)
+            publication.frame = frame
         return frame
 
     def _unsubscribe(self, session: Session, command: Unsubscribe) -> None:

@@ -17,10 +17,11 @@ from typing import Final
 
 import trio
 
-from .._core.engine import Feed, History, Publication, Published, TopicInfo
+from .._core.engine import Feed, History, Publication, Published, TopicInfo, expiry, unexpired
+from .._protocol import timestamps
 from .._protocol.errors import LimitExceeded, TopicExists, TopicNotFound
 from .._protocol.frames import Message
-from .._protocol.timestamps import format_ts, now_ms
+from .._protocol.timestamps import format_ts
 
 _epochs: Final = itertools.count(1)
 _epoch_prefix: Final = os.urandom(4).hex()
@@ -32,17 +33,28 @@ def new_epoch() -> str:
 
 
 class _Topic:
-    __slots__ = ("created_at", "epoch", "name", "offset", "ring")
+    __slots__ = ("created_at", "epoch", "expiring", "name", "offset", "ring", "ttl")
 
-    def __init__(self, name: str, max_messages: int) -> None:
+    def __init__(self, name: str, max_messages: int, ttl: int) -> None:
         self.name = name
         self.epoch = new_epoch()
-        self.created_at = now_ms()
+        self.created_at = timestamps.now_ms()
         self.offset = 0
         self.ring: deque[Publication] = deque(maxlen=max_messages)
+        self.ttl = ttl
+        #: Whether any message ever published here had a TTL: history reads of
+        #: topics without one never look at expiry.
+        self.expiring = ttl > 0
 
     def info(self) -> TopicInfo:
-        return TopicInfo(self.name, self.epoch, self.created_at, self.offset, len(self.ring))
+        return TopicInfo(
+            self.name,
+            self.epoch,
+            self.created_at,
+            self.offset,
+            len(self.ring),
+            message_ttl_ms=self.ttl,
+        )
 
 
 class MemoryEngine:
@@ -75,12 +87,12 @@ class MemoryEngine:
 
     # ---------------------------------------------------------------- registry
 
-    async def create_topic(self, name: str) -> TopicInfo:
+    async def create_topic(self, name: str, message_ttl_ms: int = 0) -> TopicInfo:
         if name in self._topics:
             raise TopicExists(f"topic {name!r} already exists")
         if len(self._topics) >= self._max_topics:
             raise LimitExceeded(f"the broker has the maximum of {self._max_topics} topics")
-        topic = self._topics[name] = _Topic(name, self._max_messages)
+        topic = self._topics[name] = _Topic(name, self._max_messages, message_ttl_ms)
         return topic.info()
 
     async def delete_topic(self, name: str) -> None:
@@ -106,13 +118,27 @@ class MemoryEngine:
 
     # ---------------------------------------------------------------- messages
 
-    async def publish(self, topic: str, messages: list[Message]) -> Published:
+    async def publish(
+        self, topic: str, messages: list[Message], ttls: list[int] | None = None
+    ) -> Published:
         state = self._get(topic)
-        ts = format_ts(now_ms())
+        now = timestamps.now_ms()
+        ts = format_ts(now)
         first = state.offset + 1
-        publications = [
-            Publication(offset, ts, message) for offset, message in enumerate(messages, start=first)
-        ]
+        if ttls is None and not state.ttl:
+            publications = [
+                Publication(offset, ts, message)
+                for offset, message in enumerate(messages, start=first)
+            ]
+        else:
+            state.expiring = True
+            default = state.ttl
+            publications = [
+                Publication(offset, ts, message, None, expiry(now, ttl or default))
+                for offset, message, ttl in zip(
+                    itertools.count(first), messages, ttls or itertools.repeat(0), strict=False
+                )
+            ]
         state.offset += len(messages)
         state.ring.extend(publications)
         if self._feed is not None:
@@ -134,12 +160,24 @@ class MemoryEngine:
             if epoch != state.epoch or missing < 0 or missing > len(ring):
                 return History(state.offset, state.epoch, False, [])
             start = len(ring) - missing
-            return History(
-                state.offset, state.epoch, True, list(itertools.islice(ring, start, None))
-            )
-        replay: list[Publication] = []
+            replay = list(itertools.islice(ring, start, None))
+            expired = 0
+            if state.expiring:
+                replay, expired = unexpired(replay, timestamps.now_ms())
+            return History(state.offset, state.epoch, True, replay, expired)
+        replay = []
         if last_n and ring:
-            replay = list(itertools.islice(ring, max(0, len(ring) - last_n), None))
+            if state.expiring:
+                # The newest last_n that have not expired: walk back from the newest.
+                now = timestamps.now_ms()
+                for publication in reversed(ring):
+                    if not publication.expires or publication.expires > now:
+                        replay.append(publication)
+                        if len(replay) == last_n:
+                            break
+                replay.reverse()
+            else:
+                replay = list(itertools.islice(ring, max(0, len(ring) - last_n), None))
         return History(state.offset, state.epoch, None, replay)
 
     async def follow(self, topic: str) -> int | None:

@@ -4,11 +4,15 @@ Keys (``P`` = ``REDIS_PREFIX``, ``T`` = topic name):
 
 - ``P:topics`` - the registry: a hash of topic name -> incarnation;
 - ``P:incarnation`` - a counter: each created topic gets the next value;
-- ``P:{T}:meta`` - hash: ``inc`` (incarnation), ``offset`` (newest), ``created_at`` (ms);
-- ``P:{T}:log`` - stream, entry id ``<offset>-0``, fields ``m`` (the message JSON)
-  and ``t`` (publish time), trimmed to ``MAX_MESSAGES_PER_TOPIC``;
+- ``P:{T}:meta`` - hash: ``inc`` (incarnation), ``offset`` (newest), ``created_at`` (ms),
+  ``ttl`` (the topic's message TTL, ms; 0 or absent: none);
+- ``P:{T}:log`` - stream, entry id ``<offset>-0``, fields ``m`` (the message JSON),
+  ``t`` (publish time) and, for a message with a TTL, ``x`` (when it expires, epoch
+  ms), trimmed to ``MAX_MESSAGES_PER_TOPIC`` (expired entries stay until trimmed;
+  every read leaves them out);
 - channel ``P:{T}:ev`` - one pub/sub message per published batch
-  (``P <inc> <first offset> <ts> [<message>,...]``) and one per delete
+  (``P <inc> <first offset> <ts> [<message>,...]``, or with TTLs
+  ``E <inc> <first offset> <ts> <expires>,... [<message>,...]``) and one per delete
   (``D <inc> <last offset>``), in the order Redis ran the scripts;
 - channel ``P:ctl`` - each node's own heartbeats (``H <node> <seq>``) and delete
   notices (``D <topic> <inc>``);
@@ -61,7 +65,8 @@ from glide import (
 from glide import ConnectionError as GlideConnectionError
 from glide import TimeoutError as GlideTimeoutError
 
-from .._core.engine import Feed, History, Publication, Published, TopicInfo
+from .._core.engine import Feed, History, Publication, Published, TopicInfo, unexpired
+from .._protocol import timestamps
 from .._protocol.errors import (
     InternalError,
     LimitExceeded,
@@ -70,7 +75,7 @@ from .._protocol.errors import (
     Unavailable,
 )
 from .._protocol.frames import Message
-from .._protocol.timestamps import now_ms, ts_now
+from .._protocol.timestamps import format_ts, now_ms
 
 log = logging.getLogger("pubsub.redis")
 
@@ -110,12 +115,13 @@ def _lua(code: str) -> Script:
 
 _CREATE: Final = _lua(
     """
--- KEYS: meta, registry, incarnation counter; ARGV: name, created_at, max_topics, token
+-- KEYS: meta, registry, incarnation counter
+-- ARGV: name, created_at, max_topics, token, message ttl
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
 if redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[3]) then return {-1} end
 -- The random token keeps incarnations apart even if Redis lost the counter.
 local inc = redis.call('INCR', KEYS[3]) .. '.' .. ARGV[4]
-redis.call('HSET', KEYS[1], 'inc', inc, 'offset', 0, 'created_at', ARGV[2])
+redis.call('HSET', KEYS[1], 'inc', inc, 'offset', 0, 'created_at', ARGV[2], 'ttl', ARGV[5])
 redis.call('HSET', KEYS[2], ARGV[1], inc)
 return {1, inc}
 """
@@ -123,22 +129,49 @@ return {1, inc}
 
 _PUBLISH: Final = _lua(
     """
--- KEYS: meta, log; ARGV: max stored, ts, channel, message JSON...
-local inc = redis.call('HGET', KEYS[1], 'inc')
+-- KEYS: meta, log
+-- ARGV: max stored, ts, channel, now ms, per-message TTLs ('' or 'ms,ms,...'; 0: the
+-- topic's), message JSON...
+local meta = redis.call('HMGET', KEYS[1], 'inc', 'offset', 'ttl')
+local inc = meta[1]
 if not inc then return {0} end
-local offset = tonumber(redis.call('HGET', KEYS[1], 'offset'))
+local offset = tonumber(meta[2])
+local default = tonumber(meta[3] or 0)
 local keep = tonumber(ARGV[1])
-local n = #ARGV - 3
+local n = #ARGV - 5
+local expires = nil
+if default > 0 or ARGV[5] ~= '' then
+  local now = tonumber(ARGV[4])
+  expires = {}
+  local i = 0
+  for ttl in string.gmatch(ARGV[5], '%d+') do
+    i = i + 1
+    local t = tonumber(ttl)
+    if t == 0 then t = default end
+    expires[i] = t > 0 and (now + t) or 0
+  end
+  for j = i + 1, n do expires[j] = default > 0 and (now + default) or 0 end
+end
 -- Append first: Lua does not roll back, and a failed XADD must leave the offset.
 if keep > 0 then
   for i = 1, n do
-    redis.call('XADD', KEYS[2], 'MAXLEN', keep, (offset + i) .. '-0',
-      'm', ARGV[3 + i], 't', ARGV[2])
+    if expires and expires[i] > 0 then
+      redis.call('XADD', KEYS[2], 'MAXLEN', keep, (offset + i) .. '-0',
+        'm', ARGV[5 + i], 't', ARGV[2], 'x', expires[i])
+    else
+      redis.call('XADD', KEYS[2], 'MAXLEN', keep, (offset + i) .. '-0',
+        'm', ARGV[5 + i], 't', ARGV[2])
+    end
   end
 end
 redis.call('HSET', KEYS[1], 'offset', offset + n)
-redis.call('PUBLISH', ARGV[3],
-  'P ' .. inc .. ' ' .. (offset + 1) .. ' ' .. ARGV[2] .. ' [' .. table.concat(ARGV, ',', 4) .. ']')
+local body = ' [' .. table.concat(ARGV, ',', 6) .. ']'
+if expires then
+  redis.call('PUBLISH', ARGV[3], 'E ' .. inc .. ' ' .. (offset + 1) .. ' ' .. ARGV[2] .. ' '
+    .. table.concat(expires, ',') .. body)
+else
+  redis.call('PUBLISH', ARGV[3], 'P ' .. inc .. ' ' .. (offset + 1) .. ' ' .. ARGV[2] .. body)
+end
 return {offset + 1, inc}
 """
 )
@@ -190,7 +223,7 @@ return {{1, meta[1], offset, {_RUN_ID}, entries}}
 _TOPIC_FIELDS: Final = """
 local function topic_info(prefix, name, now, nodes)
   local meta = redis.call('HMGET', prefix .. ':{' .. name .. '}:meta',
-    'inc', 'offset', 'created_at')
+    'inc', 'offset', 'created_at', 'ttl')
   if not meta[1] then return nil end
   local stored = redis.call('XLEN', prefix .. ':{' .. name .. '}:log')
   local subscribers = 0
@@ -198,7 +231,8 @@ local function topic_info(prefix, name, now, nodes)
     local count = redis.call('HGET', prefix .. ':node:' .. node .. ':subs', name)
     if count then subscribers = subscribers + tonumber(count) end
   end
-  return {name, meta[1], tonumber(meta[2]), tonumber(meta[3]), stored, subscribers}
+  return {name, meta[1], tonumber(meta[2]), tonumber(meta[3]), stored, subscribers,
+    tonumber(meta[4] or 0)}
 end
 """
 
@@ -426,18 +460,19 @@ class RedisEngine:
 
     # ---------------------------------------------------------------- registry
 
-    async def create_topic(self, name: str) -> TopicInfo:
+    async def create_topic(self, name: str, message_ttl_ms: int = 0) -> TopicInfo:
         created_at = now_ms()
         result = await self._script(
             _CREATE,
             [self._key(name, "meta"), f"{self._prefix}:topics", f"{self._prefix}:incarnation"],
-            [name, created_at, self._max_topics, os.urandom(3).hex()],
+            [name, created_at, self._max_topics, os.urandom(3).hex(), message_ttl_ms],
         )
         if result[0] == 0:
             raise TopicExists(f"topic {name!r} already exists")
         if result[0] == -1:
             raise LimitExceeded(f"the broker has the maximum of {self._max_topics} topics")
-        return TopicInfo(name, self._epoch(result[1], self._run_id), created_at, 0, 0, 0)
+        epoch = self._epoch(result[1], self._run_id)
+        return TopicInfo(name, epoch, created_at, 0, 0, 0, message_ttl_ms)
 
     async def delete_topic(self, name: str) -> None:
         deleted = await self._script(
@@ -479,6 +514,7 @@ class RedisEngine:
                 int(row[2]),
                 int(row[4]),
                 int(row[5]),
+                int(row[6]),
             )
             for row in rows
         ]
@@ -491,12 +527,16 @@ class RedisEngine:
 
     # ---------------------------------------------------------------- messages
 
-    async def publish(self, topic: str, messages: list[Message]) -> Published:
-        ts = ts_now()
+    async def publish(
+        self, topic: str, messages: list[Message], ttls: list[int] | None = None
+    ) -> Published:
+        now = timestamps.now_ms()
+        ts = format_ts(now)
+        own = ",".join(map(str, ttls)) if ttls else ""
         result = await self._script(
             _PUBLISH,
             [self._key(topic, "meta"), self._key(topic, "log")],
-            [self._max_messages, ts, self._channel(topic), *map(_encode, messages)],
+            [self._max_messages, ts, self._channel(topic), now, own, *map(_encode, messages)],
         )
         if result[0] == 0:
             raise TopicNotFound(f"topic {topic!r} does not exist")
@@ -524,7 +564,12 @@ class RedisEngine:
         publications = [_publication(entry) for entry in entries]
         if since_offset is None:
             publications.reverse()  # XREVRANGE: newest first
-            return History(offset, current, None, publications)
+            kept, expired = unexpired(publications, timestamps.now_ms())
+            if expired and len(kept) < last_n < self._max_messages and len(publications) == last_n:
+                # Expired entries took places of the newest last_n: look through all.
+                found = await self.history(topic, last_n=self._max_messages)
+                return History(found.offset, found.epoch, None, found.publications[-last_n:])
+            return History(offset, current, None, kept[-last_n:] if last_n else [])
         missing = offset - since_offset
         recovered = (
             epoch == current
@@ -532,7 +577,10 @@ class RedisEngine:
             and len(publications) == missing
             and (not publications or publications[0].offset == since_offset + 1)
         )
-        return History(offset, current, recovered, publications if recovered else [])
+        if not recovered:
+            return History(offset, current, False, [])
+        kept, expired = unexpired(publications, timestamps.now_ms())
+        return History(offset, current, True, kept, expired)
 
     # -------------------------------------------------------------- the feed
 
@@ -891,7 +939,19 @@ class RedisEngine:
 
 
 def _parse_batch(data: bytes) -> tuple[bytes, list[Publication]]:
-    """A channel message ``P <inc> <first offset> <ts> [<message>,...]``."""
+    """A channel message ``P <inc> <first offset> <ts> [<message>,...]`` or
+    ``E <inc> <first offset> <ts> <expires>,... [<message>,...]``."""
+    if data[:1] == b"E":
+        _, inc, first_text, ts, expiries, body = data.split(b" ", 5)
+        first = int(first_text)
+        ts_text = ts.decode()
+        messages = _messages_decoder.decode(body)
+        return inc, [
+            Publication(first + index, ts_text, message, None, int(expires))
+            for index, (message, expires) in enumerate(
+                zip(messages, expiries.split(b","), strict=True)
+            )
+        ]
     _, inc, first_text, ts, body = data.split(b" ", 4)
     first = int(first_text)
     ts_text = ts.decode()
@@ -907,4 +967,7 @@ def _publication(entry: Any) -> Publication:
     values = dict(zip(fields[::2], fields[1::2], strict=True))
     offset = int(bytes(entry_id).split(b"-", 1)[0])
     message = msgspec.json.decode(values[b"m"], type=Message)
-    return Publication(offset, bytes(values[b"t"]).decode(), message)
+    expires = values.get(b"x")
+    return Publication(
+        offset, bytes(values[b"t"]).decode(), message, None, int(expires) if expires else 0
+    )

@@ -20,8 +20,11 @@ _TOPIC_PATTERN: Final = r"^[A-Za-z0-9._:-]{1,128}\Z"  # \Z: "$" would accept a f
 _TOPIC_RE: Final = re.compile(_TOPIC_PATTERN)
 
 TopicName = Annotated[str, msgspec.Meta(pattern=_TOPIC_PATTERN)]
+#: A topic name or a wildcard pattern (v1.2): checked further by ``check_pattern``.
+TopicOrPattern = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._:*>-]{1,128}\Z")]
 MessageId = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
 #: A request id is echoed exactly as sent: clients use strings, some use numbers.
 RequestId = str | int
 
@@ -40,6 +43,33 @@ def check_topic_name(name: object, request_id: RequestId | None = None) -> str:
         )
     assert isinstance(name, str)
     return name
+
+
+PATTERN_RULE: Final = (
+    "dot-separated segments where `*` is a whole segment and `>` only the whole last segment"
+)
+
+
+def is_pattern(topic: str) -> bool:
+    """Whether a subscribe's ``topic`` is a wildcard pattern (v1.2)."""
+    return "*" in topic or ">" in topic
+
+
+def check_pattern(topic: str) -> None:
+    """Raise ``ValueError`` (a ``BAD_REQUEST`` when decoding) naming what is wrong
+    with a wildcard pattern; topic names pass."""
+    if not is_pattern(topic):
+        return
+    segments = topic.split(".")
+    last = len(segments) - 1
+    for index, segment in enumerate(segments):
+        if segment in ("*", ">"):
+            if segment == ">" and index != last:
+                raise ValueError(f"invalid topic pattern {topic!r}: `>` must be the last segment")
+        elif "*" in segment or ">" in segment:
+            raise ValueError(
+                f"invalid topic pattern {topic!r}: a wildcard must be a whole segment ({PATTERN_RULE})"
+            )
 
 
 # --------------------------------------------------------------------------
@@ -63,7 +93,8 @@ class ClientFrame(msgspec.Struct, tag_field="type", frozen=True, gc=False):
 
 
 class Subscribe(ClientFrame, tag="subscribe", frozen=True):
-    topic: TopicName
+    #: A topic name or (v1.2) a wildcard pattern.
+    topic: TopicOrPattern
     client_id: str
     last_n: NonNegative = 0
     request_id: RequestId | None = None
@@ -76,12 +107,19 @@ class Subscribe(ClientFrame, tag="subscribe", frozen=True):
     def __post_init__(self) -> None:
         if self.since_offset is not None and self.epoch is None:
             raise ValueError("`since_offset` needs `epoch`")
+        if is_pattern(self.topic):
+            check_pattern(self.topic)
+            if self.last_n or self.since_offset is not None:
+                raise ValueError("`last_n` and `since_offset` cannot be used with a pattern")
 
 
 class Unsubscribe(ClientFrame, tag="unsubscribe", frozen=True):
-    topic: TopicName
+    topic: TopicOrPattern
     client_id: str
     request_id: RequestId | None = None
+
+    def __post_init__(self) -> None:
+        check_pattern(self.topic)
 
 
 class Publish(ClientFrame, tag="publish", frozen=True):
@@ -89,6 +127,8 @@ class Publish(ClientFrame, tag="publish", frozen=True):
     message: Message
     client_id: str
     request_id: RequestId | None = None
+    #: Message TTL (v1.2): replaces the topic's ``message_ttl_ms`` for this message.
+    ttl_ms: Positive | None = None
 
 
 class Ping(ClientFrame, tag="ping", frozen=True):
@@ -166,6 +206,10 @@ class Ack(ServerFrame, tag="ack", kw_only=True):
     recovered: bool | None = None
     #: Subscribe (v1.2): only messages matching the subscription's filter follow.
     filtered: bool | None = None
+    #: Subscribe (v1.2): the subscription is a wildcard pattern (no offset or epoch).
+    pattern: bool | None = None
+    #: Resume (v1.2): messages after ``since_offset`` that expired (counted as recovered).
+    expired: int | None = None
     ts: str
 
 
@@ -174,6 +218,8 @@ class Event(ServerFrame, tag="event", kw_only=True):
     message: Message
     offset: int
     ts: str
+    #: Message TTL (v1.2): when the message expires.
+    expires_at: str | None = None
 
 
 class Pong(ServerFrame, tag="pong", kw_only=True):
@@ -188,6 +234,8 @@ class Info(ServerFrame, tag="info", kw_only=True):
     #: v1.2: the node that serves the connection (welcome frame).
     node_id: str | None = None
     dropped: int | None = None
+    #: ``messages_expired`` (v1.2): queued events not written because they expired.
+    expired: int | None = None
     ts: str
 
 

@@ -32,7 +32,7 @@ from .._protocol.errors import (
     Unavailable,
     error_body,
 )
-from .._protocol.frames import Message, MessageId
+from .._protocol.frames import Message, MessageId, NonNegative, Positive
 from .._protocol.timestamps import format_ts, ts_now
 from .._version import __version__
 from .asgi_ws import serve_asgi_websocket
@@ -48,6 +48,8 @@ _PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 40
 
 class CreateTopic(msgspec.Struct, frozen=True):
     name: str
+    #: Message TTL (v1.2) of the topic's messages; None: ``MESSAGE_TTL``.
+    message_ttl_ms: NonNegative | None = None
 
 
 class RestMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -55,8 +57,8 @@ class RestMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     payload: msgspec.Raw
     id: MessageId | None = None
-    #: Message TTL (v1.2) is not carried out yet: refused, never ignored.
-    ttl_ms: int | None = None
+    #: Message TTL (v1.2): replaces the topic's for this message.
+    ttl_ms: Positive | None = None
 
 
 def decode_body(body: str | bytes, kind: type[T]) -> T:
@@ -183,8 +185,8 @@ def create_app(node: Node, state: ServerState, metrics: Metrics) -> QuartTrio:
 
     @app.post("/topics")
     async def create_topic() -> Response:
-        name = decode_body(await request.get_data(cache=False), CreateTopic).name
-        info = await node.create_topic(name)
+        body = decode_body(await request.get_data(cache=False), CreateTopic)
+        info = await node.create_topic(body.name, body.message_ttl_ms)
         return _json({"status": "created", "topic": info.name, "ts": ts_now()}, 201)
 
     @app.delete("/topics/<name>")
@@ -216,6 +218,7 @@ def create_app(node: Node, state: ServerState, metrics: Metrics) -> QuartTrio:
                 "stored": info.stored,
                 "offset": info.offset,
                 "epoch": info.epoch,
+                "message_ttl_ms": info.message_ttl_ms,
                 "created_at": format_ts(info.created_at),
             }
         )
@@ -230,10 +233,8 @@ def create_app(node: Node, state: ServerState, metrics: Metrics) -> QuartTrio:
                 node.counters.rate_limited += 1
                 raise node.rate_limited("REST_RATE_LIMIT", wait)
         body = decode_body(await request.get_data(cache=False), RestMessage)
-        if body.ttl_ms is not None:
-            raise BadRequest("ttl_ms: message TTL is not supported by this server yet")
         message = Message(id=body.id or uuid.uuid4().hex, payload=body.payload)
-        answer = await node.publish(name, message)
+        answer = await node.publish(name, message, body.ttl_ms)
         return _json(
             {
                 "status": "published",
@@ -251,7 +252,15 @@ def create_app(node: Node, state: ServerState, metrics: Metrics) -> QuartTrio:
         limit = query_int("limit", DEFAULT_HISTORY_LIMIT, most=MAX_HISTORY_LIMIT)
         found = await node.history(name, since, limit)
         messages = [
-            {"offset": p.offset, "ts": p.ts, "message": p.message} for p in found.publications
+            {
+                "offset": p.offset,
+                "ts": p.ts,
+                "message": p.message,
+                "expires_at": format_ts(p.expires),
+            }
+            if p.expires
+            else {"offset": p.offset, "ts": p.ts, "message": p.message}
+            for p in found.publications
         ]
         return _json(
             {"topic": name, "epoch": found.epoch, "offset": found.offset, "messages": messages}

@@ -101,6 +101,11 @@ class _StatsCollector(Collector):
             value=delivery.dropped,
         )
         yield CounterMetricFamily(
+            "pubsub_messages_expired",
+            "Event frames not written because their message expired while queued",
+            value=delivery.expired,
+        )
+        yield CounterMetricFamily(
             "pubsub_publishes_rate_limited",
             "Publishes refused with RATE_LIMITED (WebSocket and REST)",
             value=delivery.rate_limited,

@@ -25,7 +25,9 @@ from pubsub._core.outbox import (
     Outbox,
     Pinned,
     Policy,
+    expiring_frame,
 )
+from pubsub._protocol import timestamps
 
 
 def notice(n: int) -> bytes:
@@ -185,6 +187,42 @@ def test_take_without_drops_has_no_notice() -> None:
     outbox.put_rest(b"rest")
     enqueue(outbox, events(1))
     assert list(outbox.take()) == [b"rest", *events(1)]
+
+
+# ------------------------------------------------------------------- expiry
+
+
+def expired_notice(n: int) -> bytes:
+    return b"expired:%d" % n
+
+
+def test_take_leaves_out_frames_that_expired_while_queued(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(timestamps, "now_ms", lambda: 1_000)
+    outbox = Outbox(
+        max_frames=2, policy=DropOldest(), dropped_notice=notice, expired_notice=expired_notice
+    )
+    outbox.put_rest(b"rest")
+    outbox.expiring = True
+    fresh = expiring_frame(b"x2", 1_001)
+    enqueue(outbox, [b"e1", expiring_frame(b"x1", 1_000), fresh])  # e1 dropped: bound
+    outbox.replay([expiring_frame(b"r1", 999), expiring_frame(b"r2", 5_000)])
+    # The partial rest stays first, then the dropped and expired notices.
+    assert outbox.take() == [b"rest", notice(1), expired_notice(2), fresh, b"r2"]
+    assert outbox.expired == 2 and not outbox.expiring
+    # Nothing expired: no notice, and the count is reset.
+    outbox.expiring = True
+    enqueue(outbox, [expiring_frame(b"x3", 2_000)])
+    assert outbox.take() == [b"x3"] and outbox.expired == 0
+
+
+def test_an_expiring_frame_is_a_live_event_for_the_policy() -> None:
+    outbox = make(1)
+    outbox.expiring = True
+    enqueue(outbox, [expiring_frame(b"x1", 10**15)])
+    enqueue(outbox, events(2))
+    assert outbox.take() == [notice(1), *events(2)]
 
 
 def test_take_resets_the_counts() -> None:

@@ -47,7 +47,7 @@ class ScriptedEngine:
         task_status.started()
         await trio.sleep_forever()
 
-    async def create_topic(self, name: str) -> TopicInfo:
+    async def create_topic(self, name: str, message_ttl_ms: int = 0) -> TopicInfo:
         return TopicInfo(name, "e1", 0, 0, 0)
 
     async def delete_topic(self, name: str) -> None:
@@ -62,7 +62,9 @@ class ScriptedEngine:
     async def topic_count(self) -> int:
         return 1
 
-    async def publish(self, topic: str, messages: list[Message]) -> Published:
+    async def publish(
+        self, topic: str, messages: list[Message], ttls: list[int] | None = None
+    ) -> Published:
         self.published.append(messages)
         first = self.offset + 1
         self.offset += len(messages)

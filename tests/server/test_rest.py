@@ -128,6 +128,7 @@ async def test_health_stats_info_metrics() -> None:
                 "dropped": 0,
                 "slow_consumer_disconnects": 0,
                 "rate_limited": 0,
+                "expired": 0,
             }
             assert stats["memory"]["rss_mb"] > 0
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import trio
 from support import (
+    RawClient,
     close_code,
     create_topics,
     publish,
@@ -256,55 +257,6 @@ async def test_plain_get_on_ws_path_is_rejected_without_upgrade() -> None:
 
 # ---------------------------------------------------------------------------
 # Slow consumers: a raw client with a tiny receive buffer that stops reading.
-
-
-class RawClient:
-    """A WebSocket client on a plain socket whose reading the test controls."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.ws = WSConnection(ConnectionType.CLIENT)
-        self.frames: list[dict[str, Any]] = []
-        self.close_code: int | None = None
-        self._text: list[str] = []
-
-    @classmethod
-    async def connect(cls, server: Server) -> RawClient:
-        sock = trio.socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        await sock.connect(("127.0.0.1", server.port))
-        client = cls(trio.SocketStream(sock))
-        await client.stream.send_all(client.ws.send(Request(host="127.0.0.1", target="/ws")))
-        await client._read_until(lambda: len(client.frames) >= 1)
-        return client
-
-    async def send(self, **frame: Any) -> None:
-        await self.stream.send_all(self.ws.send(TextMessage(json.dumps(frame))))
-
-    async def _read_until(self, done: Any) -> None:
-        with trio.fail_after(30):
-            while not done() and self.close_code is None:
-                data = await self.stream.receive_some(65536)
-                if not data:
-                    return
-                self.ws.receive_data(data)
-                for event in self.ws.events():
-                    if isinstance(event, TextMessage):
-                        self._text.append(event.data)
-                        if event.message_finished:
-                            self.frames.append(json.loads("".join(self._text)))
-                            self._text.clear()
-                    elif isinstance(event, CloseConnection):
-                        self.close_code = event.code
-                        await self.stream.send_all(self.ws.send(event.response()))
-                    else:
-                        assert isinstance(event, AcceptConnection | CloseConnection), event
-
-    async def read_until_frame(self, predicate: Any) -> None:
-        await self._read_until(lambda: any(predicate(f) for f in self.frames))
-
-    async def read_until_closed(self) -> None:
-        await self._read_until(lambda: False)
 
 
 BIG = "x" * 32_000
