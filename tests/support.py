@@ -32,6 +32,11 @@ async def running(**settings: Any) -> AsyncIterator[Server]:
         yield server
 
 
+def redis_settings(url: str, prefix: str) -> Settings:
+    """Settings of a node on the Redis engine at ``url`` with key prefix ``prefix``."""
+    return Settings(port=0, engine="redis", redis_url=url).replace(redis_prefix=prefix)
+
+
 def base_url(server: Server) -> str:
     return f"http://127.0.0.1:{server.port}"
 

@@ -130,6 +130,11 @@ class Feed(Protocol):
         handed to :meth:`on_publications` first."""
         ...
 
+    def on_topics_created(self, topics: list[str] | None) -> None:
+        """Topics were created through another node (None: some may have been,
+        the engine cannot say which), for wildcard subscriptions to take in."""
+        ...
+
     def on_gap(self, topic: str, after: int, missed: int) -> None:
         """Offsets ``after + 1`` to ``after + missed`` of a followed topic can no longer
         be delivered (the feed broke and the history no longer holds them); they come
@@ -187,6 +192,10 @@ class Engine(Protocol):
 
     async def topic_count(self) -> int:
         """How many topics there are (cheap: ``/health`` asks on every probe)."""
+        ...
+
+    async def topic_names(self) -> list[str]:
+        """Every topic's name (cheap: a wildcard subscribe matches them)."""
         ...
 
     async def publish(

@@ -138,6 +138,24 @@ class Filter:
         return f"Filter({self.key})"
 
 
+def any_of(filters: list[Filter | None]) -> Filter | None:
+    """The filter of a connection that receives a topic through several
+    subscriptions (its own and wildcard patterns): a message passes if any
+    passes; None (everything passes) if any of them has no filter."""
+    if not filters or None in filters:
+        return None
+    distinct = {f.key: f for f in filters if f is not None}
+    if len(distinct) == 1:
+        return next(iter(distinct.values()))
+    chosen = [distinct[key] for key in sorted(distinct)]
+    tests = [f.matches for f in chosen]
+
+    def matches(message: object) -> bool:
+        return any(test(message) for test in tests)
+
+    return Filter("any:" + "|".join(f.key for f in chosen), matches)
+
+
 def compile_filter(spec: object) -> Filter:
     """Check ``spec`` (a decoded ``"filter"``) and compile it.
 

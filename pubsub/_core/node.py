@@ -34,20 +34,26 @@ from .._protocol.errors import (
     TopicNotFound,
 )
 from .._protocol.frames import (
+    Ack,
     AnyClientFrame,
     Message,
     Ping,
     Pong,
     Publish,
     RequestId,
+    Subscribe,
+    Unsubscribe,
     check_topic_name,
     encode,
+    is_pattern,
 )
 from .._protocol.timestamps import now_ms, ts_now
 from .._settings import Settings
 from .counters import Counters, DeliveryStats, Stats, TopicStats, WebSocketStats
 from .engine import Engine, History, Publication, TopicInfo
+from .filters import Filter, compile_filter
 from .outbox import POLICIES
+from .patterns import PatternIndex, pattern_matcher
 from .ratelimit import TokenBucket
 from .session import (
     Burst,
@@ -58,7 +64,7 @@ from .session import (
     dropped_notice_for,
     expired_notice_for,
 )
-from .topic import Command, DeleteTopic, TopicActor
+from .topic import Attach, Command, DeleteTopic, Detach, Request, TopicActor
 
 #: The most commands a topic actor takes from its inbox in one wake-up.
 MAX_BATCH: Final = 512
@@ -149,6 +155,8 @@ class Node:
         self.closed = False
         self._nursery = nursery
         self._actors: dict[str, TopicActor] = {}
+        #: The wildcard subscriptions of this node's connections.
+        self._patterns: PatternIndex[Session] = PatternIndex()
         self._sessions: dict[Session, None] = {}
         self._no_sessions: trio.Event | None = None
         self._policy = POLICIES[settings.backpressure_policy]()
@@ -177,7 +185,9 @@ class Node:
             raise InternalError("the broker is shutting down")
         if message_ttl_ms is None:
             message_ttl_ms = self.settings.message_ttl
-        return await self.engine.create_topic(name, message_ttl_ms)
+        info = await self.engine.create_topic(name, message_ttl_ms)
+        await self._take_in(name)
+        return info
 
     async def delete_topic(self, name: str) -> None:
         """Delete a topic once every command queued before this one is carried
@@ -299,6 +309,10 @@ class Node:
         if actor is not None:
             actor.on_deleted()
 
+    def on_topics_created(self, topics: list[str] | None) -> None:
+        if len(self._patterns) and not self.closed:
+            self._nursery.start_soon(self._take_in_all, topics)
+
     def on_gap(self, topic: str, after: int, missed: int) -> None:
         actor = self._actors.get(topic)
         if actor is not None:
@@ -346,6 +360,10 @@ class Node:
             if actor is not None:
                 actor.detach(session)
         session.topics.clear()
+        if session.patterns:
+            for pattern in session.patterns:
+                self._patterns.remove(pattern, session)
+            session.patterns = None
         self._sessions.pop(session, None)
         if not self._sessions and self._no_sessions is not None:
             self._no_sessions.set()
@@ -402,13 +420,31 @@ class Node:
                 continue
             assert not isinstance(frame, Ping)
             session.client_id = frame.client_id
-            if session.bucket is not None and type(frame) is Publish:
-                wait = session.bucket.take()
-                if wait:
-                    self.counters.rate_limited += 1
-                    session.send_error(self.rate_limited("RATE_LIMIT", wait, frame.request_id))
-                    continue
+            if type(frame) is Publish:
+                if session.bucket is not None:
+                    wait = session.bucket.take()
+                    if wait:
+                        self.counters.rate_limited += 1
+                        session.send_error(self.rate_limited("RATE_LIMIT", wait, frame.request_id))
+                        continue
+            elif is_pattern(frame.topic):
+                assert isinstance(session, Session)
+                # In order with what came before it in this read.
+                await self._dispatch(session, by_topic, inline)
+                by_topic = {}
+                if type(frame) is Subscribe:
+                    await self._subscribe_pattern(session, frame)
+                else:
+                    assert isinstance(frame, Unsubscribe)
+                    await self._unsubscribe_pattern(session, frame)
+                continue
             by_topic.setdefault(frame.topic, []).append((session, frame, received_at))
+        await self._dispatch(session, by_topic, inline)
+
+    async def _dispatch(
+        self, session: Requester, by_topic: dict[str, list[Command]], inline: bool
+    ) -> None:
+        """Hand each topic its requests (see :meth:`handle_many`)."""
         immediate = inline and self.engine.immediate
         for name, commands in by_topic.items():
             try:
@@ -433,6 +469,90 @@ class Node:
                     request = command[1]
                     error = TopicNotFound(f"topic {name!r} does not exist")
                     session.send_error(error, request.request_id)
+
+    # ----------------------------------------------------- wildcard patterns
+
+    async def _subscribe_pattern(self, session: Session, frame: Subscribe) -> None:
+        """Acknowledge a wildcard subscription, then have every topic it matches
+        take the connection in (topics created later do so when created)."""
+        pattern = frame.topic
+        wanted: Filter | None = None
+        patterns = session.patterns
+        if patterns is None:
+            patterns = session.patterns = {}
+        previous = patterns.get(pattern, 0)
+        try:
+            if frame.filter is not None:
+                wanted = compile_filter(frame.filter)
+            # In the index before the topics are listed: a topic created meanwhile
+            # is taken in by its creation (twice is harmless), never by neither.
+            self._patterns.add(pattern, session, wanted)
+            patterns[pattern] = wanted
+            names = await self.engine.topic_names()
+        except PubSubError as exc:
+            if previous == 0:
+                patterns.pop(pattern, None)
+                self._patterns.remove(pattern, session)
+            else:
+                assert not isinstance(previous, int)
+                patterns[pattern] = previous
+                self._patterns.add(pattern, session, previous)
+            session.send_error(exc, frame.request_id)
+            return
+        ack = Ack(
+            request_id=frame.request_id,
+            topic=pattern,
+            status="ok",
+            filtered=True if wanted is not None else None,
+            pattern=True,
+            ts=ts_now(),
+        )
+        session.send(encode(ack))
+        matches = pattern_matcher(pattern)
+        for name in names:
+            if matches(name):
+                await self._submit(session, name, Attach(pattern, wanted, frame.request_id))
+
+    async def _unsubscribe_pattern(self, session: Session, frame: Unsubscribe) -> None:
+        pattern = frame.topic
+        patterns = session.patterns
+        if patterns is not None and patterns.pop(pattern, 0) != 0:
+            self._patterns.remove(pattern, session)
+            matches = pattern_matcher(pattern)
+            for name in [name for name in session.topics if matches(name)]:
+                await self._submit(session, name, Detach(pattern))
+        session.send(
+            encode(Ack(request_id=frame.request_id, topic=pattern, status="ok", ts=ts_now()))
+        )
+
+    async def _submit(self, session: Session, name: str, request: Request) -> None:
+        """Queue a pattern's request at a topic (none: the topic is gone, nothing to do)."""
+        try:
+            actor = await self._actor(name)
+        except PubSubError as exc:
+            session.send_error(exc, request.request_id)
+            return
+        if actor is not None:
+            await actor.submit((session, request, 0.0))
+
+    async def _take_in(self, name: str) -> None:
+        """A topic was created: the pattern subscriptions matching it take it in,
+        from its first message."""
+        if not len(self._patterns):
+            return
+        for pattern, session, wanted in list(self._patterns.match(name)):
+            if session.is_open:
+                await self._submit(session, name, Attach(pattern, wanted, None, from_start=True))
+
+    async def _take_in_all(self, topics: list[str] | None) -> None:
+        """Topics created through other nodes (None: any might have been)."""
+        if topics is None:
+            try:
+                topics = await self.engine.topic_names()
+            except PubSubError:
+                return  # the engine is away: it says so again when it is back
+        for name in topics:
+            await self._take_in(name)
 
     # ------------------------------------------------------------- lifecycle
 

@@ -27,7 +27,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 import trio
 
@@ -44,6 +44,9 @@ from .._protocol.timestamps import now_ms
 from .counters import Counters
 from .outbox import DISCONNECT, Outbox, Pinned, Policy
 from .ratelimit import TokenBucket
+
+if TYPE_CHECKING:
+    from .filters import Filter
 
 log = logging.getLogger("pubsub.session")
 
@@ -151,8 +154,9 @@ class Session:
     Attributes:
         connection_id: Server-assigned id, sent in the welcome ``info`` frame.
         client_id: The ``client_id`` of the client's latest frame (a label).
-        topics: The names of the topics this connection is subscribed to (the
-            topic actors hold the sessions; this is the way back).
+        topics: The names of the topics this connection receives, subscribed
+            by name or through a pattern (the topic actors hold the sessions;
+            this is the way back).
         close_reason: Set once the session is ending; the writer then sends
             what is queued and closes the connection with ``close_reason.code``.
         received_at: ``perf_counter()`` of the transport's latest read (or the
@@ -191,6 +195,7 @@ class Session:
         "idle_timeout",
         "on_close",
         "outbox",
+        "patterns",
         "published",
         "received",
         "received_at",
@@ -214,6 +219,8 @@ class Session:
         self.connection_id = connection_id or new_connection_id()
         self.client_id: str | None = None
         self.topics: set[str] = set()
+        #: Its wildcard subscriptions (v1.2) with their filters; None until it makes one.
+        self.patterns: dict[str, Filter | None] | None = None
         self.close_reason: CloseReason | None = None
         self.connected_at = now_ms()
         self.received = 0

@@ -19,11 +19,20 @@ import msgspec
 import trio
 
 from .._protocol.errors import LimitExceeded, PubSubError, TopicNotFound
-from .._protocol.frames import Ack, Event, Info, Publish, Subscribe, Unsubscribe, encode
+from .._protocol.frames import (
+    Ack,
+    Event,
+    Info,
+    Publish,
+    RequestId,
+    Subscribe,
+    Unsubscribe,
+    encode,
+)
 from .._protocol.timestamps import format_ts, ts_now
 from .counters import Counters
 from .engine import Engine, Publication, TopicInfo
-from .filters import Filter, compile_filter
+from .filters import Filter, any_of, compile_filter
 from .outbox import expiring_frame
 from .session import Framer, Requester, Session
 
@@ -48,10 +57,46 @@ class DeleteTopic:
         self.error: PubSubError | None = None
 
 
+class Attach:
+    """A wildcard subscription takes in this topic (the node matched the pattern):
+    the session receives its messages from now on, or (``from_start``: the topic
+    was created after the pattern subscription) every message it has."""
+
+    __slots__ = ("from_start", "pattern", "request_id", "wanted")
+
+    def __init__(
+        self,
+        pattern: str,
+        wanted: Filter | None,
+        request_id: RequestId | None,
+        from_start: bool = False,
+    ) -> None:
+        self.pattern = pattern
+        self.wanted = wanted
+        #: The pattern subscribe's, for an error (a full topic, the engine away).
+        self.request_id = request_id
+        self.from_start = from_start
+
+
+class Detach:
+    """A wildcard subscription matching this topic was unsubscribed."""
+
+    __slots__ = ("pattern", "request_id")
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self.request_id: RequestId | None = None
+
+
+#: A request on a topic's inbox.
+Request = Publish | Subscribe | Unsubscribe | DeleteTopic | Attach | Detach
 #: A command on a topic's inbox: who asked (a session, an ``Answer`` for a REST
 #: publish, None for a delete), the request,
 #: and ``perf_counter()`` when its bytes were received (for the latency histogram).
-Command = tuple["Requester | None", "Publish | Subscribe | Unsubscribe | DeleteTopic", float]
+Command = tuple["Requester | None", Request, float]
+
+#: The key of a connection's own (concrete) subscription among its reasons.
+CONCRETE: Final = ""
 
 
 class TopicActor:
@@ -84,6 +129,11 @@ class TopicActor:
         #: The content filter of each subscribed (or joining) session that has
         #: one. Empty on most topics, whose fan-out then never looks at it.
         self._filters: dict[Session, Filter] = {}
+        #: Why each session that receives through a wildcard pattern does: its
+        #: patterns (and ``CONCRETE`` for its own subscription), with their
+        #: filters. Sessions subscribed only by name are not here; ``_filters``
+        #: holds the filter the reasons make together (``any_of``).
+        self._reasons: dict[Session, dict[str, Filter | None]] = {}
         #: Subscribed sessions whose ack said an offset the feed has not reached
         #: yet: they get only later messages, and join ``subscribers`` once the
         #: feed catches up (an engine whose feed lags its history, like Redis).
@@ -151,6 +201,7 @@ class TopicActor:
         """Forget a session that is going away. Synchronous: the actor never
         awaits while it iterates the subscribers, so this cannot split a fan-out."""
         self._filters.pop(session, None)
+        self._reasons.pop(session, None)
         if session in self.subscribers:
             del self.subscribers[session]
         elif self._joining.pop(session, None) is None:
@@ -296,6 +347,7 @@ class TopicActor:
         self.subscribers.clear()
         self._joining.clear()
         self._filters.clear()
+        self._reasons.clear()
         self._send.close()
 
     # --------------------------------------------------------------- the actor
@@ -343,6 +395,12 @@ class TopicActor:
             elif type(request) is Unsubscribe:
                 assert isinstance(session, Session)
                 self._unsubscribe(session, request)
+            elif type(request) is Attach:
+                assert isinstance(session, Session)
+                await self._attach(session, request)
+            elif type(request) is Detach:
+                assert isinstance(session, Session)
+                self._detach_pattern(session, request.pattern)
             else:
                 assert isinstance(request, DeleteTopic)
                 await self._delete(request)
@@ -406,18 +464,92 @@ class TopicActor:
                 session.send_error(exc, command.request_id)
                 return
         if session in self.subscribers or session in self._joining:
-            # Already subscribed: the filter is replaced, nothing replayed twice.
-            self._set_filter(session, wanted)
+            # Already receiving (subscribed, or through a pattern): the filter is
+            # replaced, nothing replayed twice.
+            reasons = self._reasons.get(session)
+            if reasons is not None:
+                reasons[CONCRETE] = wanted
+                self._set_filter(session, any_of(list(reasons.values())))
+            else:
+                self._set_filter(session, wanted)
             self._ack_subscribe(session, command, self.offset, None, wanted is not None)
             return
-        if len(self.subscribers) + len(self._joining) >= self._max_subscribers:
-            session.send_error(
-                LimitExceeded(
-                    f"topic {self.name!r} has the maximum of {self._max_subscribers} subscribers"
-                ),
-                command.request_id,
-            )
+        if self._full(session, command.request_id):
             return
+        await self._join(
+            session,
+            wanted,
+            command.request_id,
+            last_n=command.last_n,
+            since_offset=command.since_offset,
+            epoch=command.epoch,
+            ack=command,
+        )
+
+    async def _attach(self, session: Session, command: Attach) -> None:
+        """A pattern subscription of ``session`` takes this topic in."""
+        if not session.is_open:
+            return
+        reasons = self._reasons.get(session)
+        if session in self.subscribers or session in self._joining:
+            if reasons is None:
+                reasons = self._reasons[session] = {CONCRETE: self._filters.get(session)}
+            reasons[command.pattern] = command.wanted
+            self._set_filter(session, any_of(list(reasons.values())))
+            return
+        if self._full(session, command.request_id):
+            return
+        start = command.from_start
+        joined = await self._join(
+            session,
+            command.wanted,
+            command.request_id,
+            since_offset=0 if start else None,
+            epoch=self.epoch if start else None,
+        )
+        if joined:
+            self._reasons[session] = {command.pattern: command.wanted}
+
+    def _detach_pattern(self, session: Session, pattern: str) -> None:
+        """A pattern subscription of ``session`` matching this topic ended."""
+        reasons = self._reasons.get(session)
+        if reasons is None or reasons.pop(pattern, 0) == 0:
+            return
+        if not reasons:
+            session.topics.discard(self.name)
+            self.detach(session)
+        elif list(reasons) == [CONCRETE]:
+            del self._reasons[session]
+            self._set_filter(session, reasons[CONCRETE])
+        else:
+            self._set_filter(session, any_of(list(reasons.values())))
+
+    def _full(self, session: Session, request_id: RequestId | None) -> bool:
+        if len(self.subscribers) + len(self._joining) < self._max_subscribers:
+            return False
+        session.send_error(
+            LimitExceeded(
+                f"topic {self.name!r} has the maximum of {self._max_subscribers} subscribers"
+            ),
+            request_id,
+        )
+        return True
+
+    async def _join(
+        self,
+        session: Session,
+        wanted: Filter | None,
+        request_id: RequestId | None,
+        *,
+        last_n: int = 0,
+        since_offset: int | None = None,
+        epoch: str | None = None,
+        ack: Subscribe | None = None,
+    ) -> bool:
+        """Make ``session`` a subscriber: history first (``last_n``, or everything
+        after ``since_offset``), then live messages, with no gap and no duplicate.
+        ``ack``: the subscribe to acknowledge (a pattern's attach has none).
+        Returns whether it joined."""
         following = self._has_local()
         seen: list[Publication] = []
         self._seen = seen
@@ -427,40 +559,37 @@ class TopicActor:
                 if base is not None:
                     self.offset = base  # the feed continues after it
             # A filtered last_n is the newest n that match: look through them all.
-            scan = MAX_FILTERED_SCAN if wanted is not None and command.last_n else command.last_n
+            scan = MAX_FILTERED_SCAN if wanted is not None and last_n else last_n
             history = await self._engine.history(
-                self.name,
-                last_n=scan,
-                since_offset=command.since_offset,
-                epoch=command.epoch,
+                self.name, last_n=scan, since_offset=since_offset, epoch=epoch
             )
         except BaseException as exc:
             self._seen = None
             self._unfollow_if_unused()
             if not isinstance(exc, PubSubError):
                 raise
-            session.send_error(exc, command.request_id)
-            return
+            session.send_error(exc, request_id)
+            return False
         self._seen = None
         if self.deleted:
             # Deleted (through the feed) while the engine answered.
-            session.send_error(
-                TopicNotFound(f"topic {self.name!r} was deleted"), command.request_id
-            )
-            return
+            if ack is not None:
+                session.send_error(TopicNotFound(f"topic {self.name!r} was deleted"), request_id)
+            return False
         if session.close_reason is not None:
             self._unfollow_if_unused()
-            return  # closed while the engine answered
+            return False  # closed while the engine answered
         self.epoch = history.epoch
         acked = history.offset
-        self._ack_subscribe(
-            session, command, acked, history.recovered, wanted is not None, history.expired
-        )
+        if ack is not None:
+            self._ack_subscribe(
+                session, ack, acked, history.recovered, wanted is not None, history.expired
+            )
         stored = history.publications
         if wanted is not None:
             stored = [p for p in stored if wanted.matches(_message_object(p))]
-            if command.last_n:
-                stored = stored[-command.last_n :]
+            if last_n:
+                stored = stored[-last_n:]
         replay = [self._frame(p) for p in stored]
         session.topics.add(self.name)
         self._set_filter(session, wanted)
@@ -476,6 +605,7 @@ class TopicActor:
             self._joining[session] = acked
         if replay:
             session.replay(replay, any(type(frame) is not bytes for frame in replay))
+        return True
 
     def _set_filter(self, session: Session, wanted: Filter | None) -> None:
         if wanted is None:
@@ -523,9 +653,15 @@ class TopicActor:
         return frame
 
     def _unsubscribe(self, session: Session, command: Unsubscribe) -> None:
-        if session in self.subscribers or session in self._joining:
-            session.topics.discard(self.name)
-        self.detach(session)
+        reasons = self._reasons.get(session)
+        if reasons is not None:
+            # Its patterns still match this topic: it keeps receiving through them.
+            reasons.pop(CONCRETE, None)
+            self._set_filter(session, any_of(list(reasons.values())))
+        else:
+            if session in self.subscribers or session in self._joining:
+                session.topics.discard(self.name)
+            self.detach(session)
         session.send(
             encode(Ack(request_id=command.request_id, topic=self.name, status="ok", ts=ts_now()))
         )
@@ -544,13 +680,13 @@ class TopicActor:
         finally:
             command.done.set()
 
-    def _not_found(
-        self, session: Requester | None, request: Publish | Subscribe | Unsubscribe | DeleteTopic
-    ) -> None:
+    def _not_found(self, session: Requester | None, request: Request) -> None:
         error = TopicNotFound(f"topic {self.name!r} does not exist")
         if isinstance(request, DeleteTopic):
             request.error = error
             request.done.set()
+        elif isinstance(request, Attach | Detach):
+            return  # a pattern outlives the topics it matches
         elif session is not None:
             session.send_error(error, request.request_id)
 

@@ -110,6 +110,9 @@ class MemoryEngine:
     async def topic_count(self) -> int:
         return len(self._topics)
 
+    async def topic_names(self) -> list[str]:
+        return list(self._topics)
+
     def _get(self, name: str) -> _Topic:
         try:
             return self._topics[name]

@@ -14,8 +14,9 @@ Keys (``P`` = ``REDIS_PREFIX``, ``T`` = topic name):
   (``P <inc> <first offset> <ts> [<message>,...]``, or with TTLs
   ``E <inc> <first offset> <ts> <expires>,... [<message>,...]``) and one per delete
   (``D <inc> <last offset>``), in the order Redis ran the scripts;
-- channel ``P:ctl`` - each node's own heartbeats (``H <node> <seq>``) and delete
-  notices (``D <topic> <inc>``);
+- channel ``P:ctl`` - each node's own heartbeats (``H <node> <seq>``), create
+  notices (``C <topic> <inc>``, for wildcard subscriptions) and delete notices
+  (``D <topic> <inc>``);
 - ``P:nodes`` (sorted set of node ids by last report) and ``P:node:<id>:subs``
   (hash topic -> local subscribers, expiring): cluster-wide subscriber counts.
 
@@ -116,13 +117,14 @@ def _lua(code: str) -> Script:
 _CREATE: Final = _lua(
     """
 -- KEYS: meta, registry, incarnation counter
--- ARGV: name, created_at, max_topics, token, message ttl
+-- ARGV: name, created_at, max_topics, token, message ttl, control channel
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
 if redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[3]) then return {-1} end
 -- The random token keeps incarnations apart even if Redis lost the counter.
 local inc = redis.call('INCR', KEYS[3]) .. '.' .. ARGV[4]
 redis.call('HSET', KEYS[1], 'inc', inc, 'offset', 0, 'created_at', ARGV[2], 'ttl', ARGV[5])
 redis.call('HSET', KEYS[2], ARGV[1], inc)
+redis.call('PUBLISH', ARGV[6], 'C ' .. ARGV[1] .. ' ' .. inc)
 return {1, inc}
 """
 )
@@ -465,7 +467,14 @@ class RedisEngine:
         result = await self._script(
             _CREATE,
             [self._key(name, "meta"), f"{self._prefix}:topics", f"{self._prefix}:incarnation"],
-            [name, created_at, self._max_topics, os.urandom(3).hex(), message_ttl_ms],
+            [
+                name,
+                created_at,
+                self._max_topics,
+                os.urandom(3).hex(),
+                message_ttl_ms,
+                self._control,
+            ],
         )
         if result[0] == 0:
             raise TopicExists(f"topic {name!r} already exists")
@@ -501,6 +510,11 @@ class RedisEngine:
     async def topic_count(self) -> int:
         assert self._client is not None
         return int(await self._call(self._client.hlen(f"{self._prefix}:topics")))
+
+    async def topic_names(self) -> list[str]:
+        assert self._client is not None
+        names = await self._call(self._client.hkeys(f"{self._prefix}:topics"))
+        return [bytes(name).decode() for name in names]
 
     async def _topics(self, name: str) -> list[TopicInfo]:
         run_id, rows = await self._script(
@@ -773,6 +787,8 @@ class RedisEngine:
 
     async def _catch_up_all(self) -> None:
         self._resync_all = False
+        if self._feed is not None:
+            self._feed.on_topics_created(None)  # create notices may be lost too
         for topic, follower in list(self._followers.items()):
             if self._followers.get(topic) is follower and follower.seeded:
                 await self._catch_up(topic, follower)
@@ -801,6 +817,9 @@ class RedisEngine:
                 self._resync_all = True  # heartbeats were lost: so may messages
             self._heartbeat_seen = seq
             self._heartbeat_at = trio.current_time()
+        elif kind == b"C":
+            if self._feed is not None:
+                self._feed.on_topics_created([first.decode()])
         elif kind == b"D":
             topic = first.decode()
             if topic not in self._followers and self._feed is not None:

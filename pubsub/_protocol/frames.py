@@ -68,7 +68,8 @@ def check_pattern(topic: str) -> None:
                 raise ValueError(f"invalid topic pattern {topic!r}: `>` must be the last segment")
         elif "*" in segment or ">" in segment:
             raise ValueError(
-                f"invalid topic pattern {topic!r}: a wildcard must be a whole segment ({PATTERN_RULE})"
+                f"invalid topic pattern {topic!r}: a wildcard must be a whole segment "
+                f"({PATTERN_RULE})"
             )
 
 

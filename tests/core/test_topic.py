@@ -62,6 +62,9 @@ class ScriptedEngine:
     async def topic_count(self) -> int:
         return 1
 
+    async def topic_names(self) -> list[str]:
+        return ["t"]
+
     async def publish(
         self, topic: str, messages: list[Message], ttls: list[int] | None = None
     ) -> Published:

@@ -44,6 +44,9 @@ class RecordingFeed:
     def on_gap(self, topic: str, after: int, missed: int) -> None:
         raise AssertionError("the memory engine's feed never breaks")
 
+    def on_topics_created(self, topics: list[str] | None) -> None:
+        raise AssertionError("the memory engine has no other node to hear of topics from")
+
     def subscriber_counts(self) -> dict[str, int]:
         return {}
 

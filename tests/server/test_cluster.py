@@ -17,7 +17,16 @@ import httpx
 import pytest
 import trio
 from conftest import RedisServer
-from support import create_topics, http, publish, recv, recv_skipping_heartbeats, running, ws_client
+from support import (
+    create_topics,
+    http,
+    publish,
+    recv,
+    recv_skipping_heartbeats,
+    redis_settings,
+    running,
+    ws_client,
+)
 from support import subscribe as ws_subscribe
 
 from pubsub import Settings, open_server
@@ -286,9 +295,7 @@ async def test_rest_publish_and_history_on_the_redis_engine_reach_another_node(
 ) -> None:
     """A REST publish on one node is delivered to a subscriber of another and is in
     the history either node reads (both through Redis)."""
-    settings = Settings(port=0, engine="redis", redis_url=redis_server.url).replace(
-        redis_prefix=redis_prefix
-    )
+    settings = redis_settings(redis_server.url, redis_prefix)
     async with open_server(settings) as one, open_server(settings) as two:
         await create_topics(one, "t")
         async with ws_client(two) as subscriber, http(one) as rest_one, http(two) as rest_two:
@@ -311,9 +318,7 @@ async def test_rest_publish_and_history_on_the_redis_engine_reach_another_node(
 async def test_a_filtered_subscriber_on_the_redis_engine_gets_only_matching_messages(
     redis_server: RedisServer, redis_prefix: str
 ) -> None:
-    settings = Settings(port=0, engine="redis", redis_url=redis_server.url).replace(
-        redis_prefix=redis_prefix
-    )
+    settings = redis_settings(redis_server.url, redis_prefix)
     big = {"path": "payload.n", "op": "gte", "value": 3}
     async with open_server(settings) as one, open_server(settings) as two:
         await create_topics(one, "t")

@@ -17,6 +17,7 @@ from support import (
     http,
     recv,
     recv_skipping_heartbeats,
+    redis_settings,
     request,
     running,
     send,
@@ -25,7 +26,7 @@ from support import (
 )
 from trio_websocket import WebSocketConnection
 
-from pubsub import Server, Settings, open_server
+from pubsub import Server, open_server
 from pubsub._protocol import timestamps
 
 BIG = "x" * 32_000
@@ -233,9 +234,7 @@ async def test_messages_expiring_while_queued_for_a_stalled_subscriber_are_not_w
 async def test_ttl_on_the_redis_engine_reaches_another_node_and_expires_there(
     redis_server: RedisServer, redis_prefix: str, clock: Clock
 ) -> None:
-    settings = Settings(port=0, engine="redis", redis_url=redis_server.url).replace(
-        redis_prefix=redis_prefix
-    )
+    settings = redis_settings(redis_server.url, redis_prefix)
     async with open_server(settings) as one, open_server(settings) as two:
         await create(one, "t", message_ttl_ms=1_000)
         async with http(two) as rest:
