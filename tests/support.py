@@ -119,10 +119,11 @@ class RawClient:
         self._text: list[str] = []
 
     @classmethod
-    async def connect(cls, server: Server) -> RawClient:
+    async def connect(cls, server: Server | int) -> RawClient:
+        """Connect to ``server`` (or a port) and read the welcome frame."""
         sock = trio.socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        await sock.connect(("127.0.0.1", server.port))
+        await sock.connect(("127.0.0.1", server if isinstance(server, int) else server.port))
         client = cls(trio.SocketStream(sock))
         await client.stream.send_all(client.ws.send(Request(host="127.0.0.1", target="/ws")))
         await client._read_until(lambda: len(client.frames) >= 1)

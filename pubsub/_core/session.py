@@ -128,24 +128,41 @@ class Burst(trio.abc.Instrument):
     with an idle writer) and registers here; :meth:`before_io_wait` writes each
     held session's bytes with one system call. Nothing waits longer than the
     pass that produced it, and a pass never waits on a held write.
+
+    A write the socket takes only in part starts the connection's writer (or
+    closes it) from here, after trio chose how long to wait for I/O: with
+    nothing else runnable that wait could be long (until the next timer), and
+    the new task would wait with it. So the wait is cut short then.
     """
 
-    __slots__ = ("sessions",)
+    __slots__ = ("_token", "sessions")
 
     def __init__(self) -> None:
         self.sessions: list[Session] = []
+        self._token: trio.lowlevel.TrioToken | None = None
 
     def before_io_wait(self, timeout: float) -> None:
         sessions = self.sessions
         if not sessions:
             return
         self.sessions = []
+        woke = False
         for session in sessions:
             try:
-                session.flush_held()
+                woke = session.flush_held() or woke
             except Exception:  # an instrument that raises is removed: never let one
                 log.exception("writing held frames to %s failed", session.connection_id)
                 session.close(CloseReason(CLOSE_ABNORMAL, "internal error"))
+                woke = True
+        if woke and timeout > 0:
+            # A task scheduled now would sleep through the I/O wait: end it at once.
+            if self._token is None:
+                self._token = trio.lowlevel.current_trio_token()
+            self._token.run_sync_soon(_nothing)
+
+
+def _nothing() -> None:
+    """Run by trio to end an I/O wait early (see :class:`Burst`)."""
 
 
 class Session:
@@ -406,13 +423,14 @@ class Session:
             return
         self._write(data, published_at)
 
-    def flush_held(self) -> None:
-        """Write what this pass held (the :class:`Burst` calls this)."""
+    def flush_held(self) -> bool:
+        """Write what this pass held (the :class:`Burst` calls this). Returns
+        whether a task was woken for the rest (the writer, or the close)."""
         held = self._held
         if held is None:
-            return
+            return False
         self._held = None
-        self._write(held[0] if len(held) == 1 else b"".join(held), self._held_at)
+        return self._write(held[0] if len(held) == 1 else b"".join(held), self._held_at)
 
     def _spill(self) -> None:
         """Put held bytes in front of the outbox (the writer takes over now)."""
@@ -424,7 +442,9 @@ class Session:
             self.outbox.queue.insert(0, Pinned(data))
             self._oldest_at = self._held_at or self._oldest_at
 
-    def _write(self, data: bytes, published_at: float) -> None:
+    def _write(self, data: bytes, published_at: float) -> bool:
+        """Write ``data`` now; the rest goes to the writer. Returns whether a task
+        was woken (the writer for the rest, or the close)."""
         assert self.write_now is not None
         try:
             written = self.write_now(data, published_at)
@@ -432,13 +452,15 @@ class Session:
             written = 0
         except OSError:
             self.close(CloseReason(CLOSE_ABNORMAL, "connection lost"))
-            return
+            return True
         if written < len(data):
             # Part of a frame may be on the wire already: the rest must never be
             # dropped and nothing may be written before it.
             self.outbox.put_rest(data[written:])
             self._oldest_at = self._oldest_at or published_at
             self._wake()
+            return True
+        return False
 
     def cork(self) -> None:
         """Hold everything for this connection until :meth:`uncork` (the reader

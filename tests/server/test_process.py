@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
-from support import close_code, recv, subscribe
+from support import RawClient, close_code, recv, subscribe
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from pubsub._settings import FIELD_NAMES, describe
@@ -59,6 +59,46 @@ async def test_serve_then_sigterm_closes_clients_with_1001_and_exits_0() -> None
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_a_write_the_socket_only_partly_takes_is_finished_with_nothing_else_happening() -> (
+    None
+):
+    """A held write that the socket takes only in part, at the end of a scheduler
+    pass, starts the connection's writer: it must run although no other I/O
+    follows (it once waited in trio's run queue until the next timer, here an
+    hour away)."""
+    process, port, _ = await _start(
+        "--heartbeat-interval",
+        "3600000",
+        "--connection-timeout",
+        "3600000",
+        "--max-message-size",
+        str(16 * 1024 * 1024),
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            assert (await client.post("/topics", json={"name": "big"})).status_code == 201
+            slow = await RawClient.connect(port)
+            await slow.send(type="subscribe", topic="big", client_id="slow")
+            await slow.read_until_frame(lambda f: f["type"] == "ack")
+            payload = "x" * (8 * 1024 * 1024)
+            async with open_websocket_url(
+                f"ws://127.0.0.1:{port}/ws", max_message_size=2**25
+            ) as publisher:
+                assert (await recv(publisher))["msg"] == "connected"
+                message = {"id": "m", "payload": payload}
+                frame = {"type": "publish", "topic": "big", "client_id": "p", "message": message}
+                await publisher.send_message(json.dumps(frame))
+                assert (await recv(publisher))["type"] == "ack"
+                # The publisher stays connected and quiet: nothing else happens.
+                await slow.read_until_frame(lambda f: f["type"] == "event")
+            (event,) = [f for f in slow.frames if f["type"] == "event"]
+            assert event["message"] == message
+            await slow.stream.aclose()
+    finally:
+        process.kill()
+        await process.wait()
 
 
 def test_bad_setting_exits_2_naming_the_setting() -> None:
