@@ -134,6 +134,10 @@ class TopicActor:
         #: filters. Sessions subscribed only by name are not here; ``_filters``
         #: holds the filter the reasons make together (``any_of``).
         self._reasons: dict[Session, dict[str, Filter | None]] = {}
+        #: While some subscribers have filters: the subscribers grouped by filter
+        #: (None: no filter), so a fan-out skips a whole group a batch does not
+        #: reach. Built on the first filtered fan-out after any change (None).
+        self._groups: list[tuple[Filter | None, list[Session]]] | None = None
         #: Subscribed sessions whose ack said an offset the feed has not reached
         #: yet: they get only later messages, and join ``subscribers`` once the
         #: feed catches up (an engine whose feed lags its history, like Redis).
@@ -202,6 +206,7 @@ class TopicActor:
         awaits while it iterates the subscribers, so this cannot split a fan-out."""
         self._filters.pop(session, None)
         self._reasons.pop(session, None)
+        self._groups = None
         if session in self.subscribers:
             del self.subscribers[session]
         elif self._joining.pop(session, None) is None:
@@ -271,37 +276,47 @@ class TopicActor:
         expiring: bool,
     ) -> None:
         """Fan-out when some subscribers have filters: each message is decoded once
-        and each distinct filter evaluated once per message; subscribers with
-        equal filters (and those without) share one joined batch. ``frames`` are
-        those of the ``publications`` past ``start``, in order."""
-        messages: list[object] = []
-        last = start
-        for publication in publications:
-            if publication.offset > last:
-                messages.append(_message_object(publication))
-                last = publication.offset
-        batches: dict[str, tuple[list[bytes], bytes]] = {}
+        and each distinct filter evaluated once per message; the subscribers with
+        equal filters (and those without) form a group that shares one joined
+        batch, and a group the batch does not reach costs nothing more. ``frames``
+        are those of the ``publications`` past ``start``, in order."""
+        groups = self._groups
+        if groups is None:
+            groups = self._groups = self._group_subscribers()
         everything = (frames, frames[0] if len(frames) == 1 else b"".join(frames))
-        filters = self._filters
+        messages: list[object] | None = None
         dropped = 0
-        for subscriber in self.subscribers:
-            wanted = filters.get(subscriber)
+        for wanted, members in groups:
             if wanted is None:
                 picked, joined = everything
             else:
-                batch = batches.get(wanted.key)
-                if batch is None:
-                    chosen = [f for f, m in zip(frames, messages, strict=True) if wanted.matches(m)]
-                    batch = batches[wanted.key] = (chosen, b"".join(chosen))
-                picked, joined = batch
-            if not picked:
-                continue
+                if messages is None:
+                    messages = [_message_object(p) for p in publications if p.offset > start]
+                picked = [f for f, m in zip(frames, messages, strict=True) if wanted.matches(m)]
+                if not picked:
+                    continue
+                joined = picked[0] if len(picked) == 1 else b"".join(picked)
             if repaired:
-                subscriber.replay(picked, expiring)
+                for subscriber in members:
+                    subscriber.replay(picked, expiring)
             else:
-                dropped += subscriber.deliver(picked, len(joined), published_at, joined, expiring)
+                nbytes = len(joined)
+                for subscriber in members:
+                    dropped += subscriber.deliver(picked, nbytes, published_at, joined, expiring)
         if dropped:
             self.dropped += dropped
+
+    def _group_subscribers(self) -> list[tuple[Filter | None, list[Session]]]:
+        by_key: dict[str | None, tuple[Filter | None, list[Session]]] = {}
+        filters = self._filters
+        for subscriber in self.subscribers:
+            wanted = filters.get(subscriber)
+            key = None if wanted is None else wanted.key
+            group = by_key.get(key)
+            if group is None:
+                group = by_key[key] = (wanted, [])
+            group[1].append(subscriber)
+        return list(by_key.values())
 
     def _admit(self, fresh: list[Publication], published_at: float, repaired: bool) -> None:
         """Give joining sessions what is past their ack; full subscribers once caught up."""
@@ -325,6 +340,7 @@ class TopicActor:
             if self.offset >= acked:
                 del self._joining[session]
                 self.subscribers[session] = None
+                self._groups = None
 
     def on_gap(self, after: int, missed: int) -> None:
         """Offsets ``after + 1`` to ``after + missed`` are lost for good: tell each local
@@ -345,6 +361,7 @@ class TopicActor:
             session.topics.discard(self.name)
             session.send(notice)
         self.subscribers.clear()
+        self._groups = None
         self._joining.clear()
         self._filters.clear()
         self._reasons.clear()
@@ -601,6 +618,7 @@ class TopicActor:
                 if p.offset > acked and (wanted is None or wanted.matches(_message_object(p)))
             ]
             self.subscribers[session] = None
+            self._groups = None
         else:
             self._joining[session] = acked
         if replay:
@@ -608,6 +626,7 @@ class TopicActor:
         return True
 
     def _set_filter(self, session: Session, wanted: Filter | None) -> None:
+        self._groups = None
         if wanted is None:
             self._filters.pop(session, None)
         else:
