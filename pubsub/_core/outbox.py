@@ -209,9 +209,9 @@ class Outbox:
             self.queue.extend(Pinned(frame) for frame in frames)
         self._replayed += len(frames)
 
-    def put_rest(self, data: bytes) -> None:
+    def put_rest(self, data: bytes | memoryview) -> None:
         """Queue the unwritten rest of a direct write, in front of everything (what
-        is queued came after it)."""
+        is queued came after it). A memoryview of the rest is copied once."""
         assert not self.partial
         self.queue.insert(0, Pinned(data))
         self.partial = True

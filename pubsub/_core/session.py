@@ -456,7 +456,7 @@ class Session:
         if written < len(data):
             # Part of a frame may be on the wire already: the rest must never be
             # dropped and nothing may be written before it.
-            self.outbox.put_rest(data[written:])
+            self.outbox.put_rest(memoryview(data)[written:])
             self._oldest_at = self._oldest_at or published_at
             self._wake()
             return True
