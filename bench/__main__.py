@@ -2,10 +2,11 @@
 
 Scenario names come first; everything from the first argument that starts with ``-``
 on is handed to the scenarios (e.g. ``python -m bench core --quick``, ``python -m bench
-fanout latency --no-peers``). With no scenario, ``core`` runs. An unknown scenario exits
-with status 2. ``core`` is the in-process micro benchmark (:mod:`bench.bench_core`); the
-others run end to end against a server process in one run (:mod:`bench.runner`), so one
-report covers them all; ``python -m bench fanout --help`` lists their options.
+fanout latency --no-peers``, ``python -m bench filters patterns --quick``). With no
+scenario, ``core`` runs. An unknown scenario exits with status 2. ``core`` is the
+in-process micro benchmark (:mod:`bench.bench_core`); the others run end to end against
+a server process in one run (:mod:`bench.runner`), so one report covers them all;
+``python -m bench fanout --help`` lists their options.
 """
 
 from __future__ import annotations

@@ -1,22 +1,29 @@
 """Load processes: WebSocket, Redis and NATS clients on raw non-blocking sockets and epoll.
 
-Each load process is ``python bench/loadgen.py ROLE CONFIG_JSON``; the orchestrator
+Each load process is ``python bench/loadgen.py ROLE CONFIG_JSON`` (or ``@FILE`` holding
+the JSON, for configurations too long for one argument); the orchestrator
 (:mod:`bench.scenarios`) pins it to the load core with ``taskset``. It imports only the
 standard library, so it starts fast and shares no code path with the server under test.
 
 Every message's payload is ``{"seq":N,"t":"T","data":"xxx..."}``: ``seq`` counts 1, 2, ...
 per topic and publisher, ``T`` is the publisher's ``time.monotonic_ns()`` (CLOCK_MONOTONIC,
 system-wide on Linux, so stamps compare across processes) as 19 digits, written into
-pre-built frames at send time (``stamp.join(pieces)``), one stamp per batch.
+pre-built frames at send time (``stamp.join(pieces)``), one stamp per batch. With
+``classes`` C > 0 the payload also carries ``"kind":"kK"``, K = (N - 1) % C, for content
+filters to select on (``{"seq":N,"t":"T","kind":"k3","data":"..."}``).
 
 Roles:
 
 ``subscribe``
-    Many connections, each subscribed to one of the run's topics. Mode ``count`` counts
+    Many connections, each subscribed to one of the run's topics, or each following a
+    :class:`Plan` (any number of topics or patterns, each with an optional content
+    filter, and which topics and kinds of message reach it). Mode ``count`` counts
     the protocol's per-message marker with ``bytes.count`` on every received chunk (a
     marker split across two chunks is found too) and, on one chunk in 8, checks that the
     chunk's last complete ``"seq":`` equals the running count (or one less when the
-    chunk ends inside a message) and samples the latency of that message. Mode ``every``
+    chunk ends inside a message) and samples the latency of that message (the order
+    checks apply to connections that receive one topic and one kind, or every kind, of
+    messages: the ``seq`` they see rises by a known step). Mode ``every``
     decodes each message's ``seq`` and ``t`` (exact order check, latency of every
     delivery). Mode ``stall`` subscribes and then never reads: the slow consumer.
 ``publish``
@@ -50,7 +57,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any, Final, Literal, TypedDict, cast
+from typing import Any, Final, Literal, NotRequired, TypedDict, cast
 
 HOST: Final = "127.0.0.1"
 #: RFC 6455's sample nonce; any fixed 16-byte base64 key is fine for a benchmark.
@@ -62,7 +69,8 @@ STAMP_SLOT: Final = b"\x00" * 19
 SEQ_KEY: Final = b'"seq":'
 T_KEY: Final = b'"t":"'
 #: Every message in the byte stream of each protocol contains its marker exactly once.
-EVENT_MARKS: Final = {"ws": b'"type":"event"', "redis": b"\r\nmessage\r\n", "nats": b"MSG "}
+#: (Redis: ``message`` from SUBSCRIBE and ``pmessage`` from PSUBSCRIBE alike.)
+EVENT_MARKS: Final = {"ws": b'"type":"event"', "redis": b"message\r\n", "nats": b"MSG "}
 ACK_MARKS: Final = {"ws": b'"type":"ack"', "redis": b"\r\n", "nats": b"PONG\r\n"}
 ERROR_MARKS: Final = {"ws": b'"type":"error"', "redis": b"-ERR", "nats": b"-ERR"}
 MESSAGE_RE: Final = re.compile(rb'"seq":(\d+),"t":"(\d+)"')
@@ -82,13 +90,37 @@ class ProtocolViolation(Exception):
     """The server said something the benchmark did not expect."""
 
 
+class Subscription(TypedDict):
+    """One subscribe a connection makes."""
+
+    #: A topic, or a wildcard pattern when ``pattern`` (Redis: a glob, sent by PSUBSCRIBE).
+    topic: str
+    pattern: bool
+    #: A content filter (our protocol only); None: every message.
+    filter: dict[str, Any] | None
+
+
+class Plan(TypedDict):
+    """What one subscriber connection subscribes to and which published messages reach it."""
+
+    subscriptions: list[Subscription]
+    #: Indexes into the run's ``topics`` of the topics whose messages reach it.
+    topics: list[int]
+    #: Of those, the kinds (``(seq - 1) % classes``) that reach it; None: every message.
+    kinds: list[int] | None
+
+
 class SubscriberConfig(TypedDict):
     proto: Proto
     port: int
     topics: list[str]
-    #: Connection i subscribes to ``topics[(first + i) % len(topics)]``.
+    #: Connection i subscribes to ``topics[(first + i) % len(topics)]`` (without ``plans``).
     first: int
     connections: int
+    #: One per connection, instead of the rule above (``connections`` is then their number).
+    plans: NotRequired[list[Plan]]
+    #: The publishers' ``classes`` (0: their payloads carry no kind).
+    classes: NotRequired[int]
     mode: Mode
     #: False when several publishers interleave on a topic (counts are still exact).
     check_order: bool
@@ -113,6 +145,8 @@ class PublisherConfig(TypedDict):
     setup_seconds: float
     #: After the time cap: how long to wait for the acks of what was sent.
     grace_seconds: float
+    #: Payloads carry ``"kind":"kK"``, K = (seq - 1) % classes; 0: no kind.
+    classes: NotRequired[int]
 
 
 class ConnectConfig(TypedDict):
@@ -184,11 +218,13 @@ def recv_before(sock: socket.socket, deadline: float) -> bytes:
     return data
 
 
-def read_until(sock: socket.socket, done: Callable[[bytes], bool], deadline: float) -> bytes:
+def read_until(
+    sock: socket.socket, done: Callable[[bytes], bool], deadline: float, most: int = 65536
+) -> bytes:
     data = b""
     while not done(data):
         data += recv_before(sock, deadline)
-        if len(data) > 65536:
+        if len(data) > most:
             raise ProtocolViolation(f"set-up reply too long: {data[:200]!r}")
     return data
 
@@ -247,35 +283,75 @@ def ws_finish(sock: socket.socket, deadline: float) -> None:
         raise ProtocolViolation(f"expected only the connected frame, got {rest[:300]!r}")
 
 
-def setup_steps(proto: Proto, port: int, topic: str | None, sid: int) -> bytes:
+def subscription(topic: str) -> Subscription:
+    """A plain subscribe to one topic."""
+    return Subscription(topic=topic, pattern=False, filter=None)
+
+
+def setup_steps(proto: Proto, port: int, subs: Sequence[Subscription]) -> bytes:
     """What a new connection sends first (the part that does not wait for the server)."""
+    if proto != "ws" and any(sub["filter"] is not None for sub in subs):
+        raise ValueError(f"content filters are ours alone, not {proto}'s")
     if proto == "ws":
         return ws_request(port)
     if proto == "redis":
-        if topic is None:
+        if not subs:
             return resp_command(b"PING")
-        return resp_command(b"SUBSCRIBE", topic.encode())
+        plain = [sub["topic"].encode() for sub in subs if not sub["pattern"]]
+        globs = [sub["topic"].encode() for sub in subs if sub["pattern"]]
+        return (resp_command(b"SUBSCRIBE", *plain) if plain else b"") + (
+            resp_command(b"PSUBSCRIBE", *globs) if globs else b""
+        )
     connect = b'CONNECT {"verbose":false,"pedantic":false,"protocol":0}\r\n'
-    sub = b"" if topic is None else b"SUB %s %d\r\n" % (topic.encode(), sid)
-    return connect + sub + b"PING\r\n"
+    # One subscription id per SUB of the connection.
+    subs_ = [b"SUB %s %d\r\n" % (sub["topic"].encode(), sid) for sid, sub in enumerate(subs, 1)]
+    return b"".join([connect, *subs_, b"PING\r\n"])
 
 
-def setup_finish(proto: Proto, sock: socket.socket, topic: str | None, deadline: float) -> None:
+def ws_subscribe(sock: socket.socket, subs: Sequence[Subscription], deadline: float) -> None:
+    """Send every subscribe at once, then check each answer: an ack, saying ``filtered``
+    or ``pattern`` where asked (a server without the feature refuses or ignores it)."""
+    requests = []
+    for sub in subs:
+        request: dict[str, object] = {
+            "type": "subscribe",
+            "topic": sub["topic"],
+            "client_id": "bench-sub",
+        }
+        if sub["filter"] is not None:
+            request["filter"] = sub["filter"]
+        requests.append(client_frame(json.dumps(request, separators=(",", ":")).encode()))
+    sock.sendall(b"".join(requests))
+    most = 65536 + 1024 * len(subs)
+    data = read_until(sock, lambda d: len(ws_frames(d)) >= len(subs), deadline, most)
+    frames = ws_frames(data)
+    if len(frames) != len(subs):
+        raise ProtocolViolation(f"expected {len(subs)} subscribe acks, got {data[:300]!r}")
+    for sub, frame in zip(subs, frames, strict=True):
+        wanted = [b'"type":"ack"']
+        wanted += [b'"filtered":true'] if sub["filter"] is not None else []
+        wanted += [b'"pattern":true'] if sub["pattern"] else []
+        if not all(part in frame for part in wanted):
+            raise ProtocolViolation(
+                f"subscribe {sub['topic']!r}: expected an ack with {b', '.join(wanted)!r}, "
+                f"got {frame[:300]!r}"
+            )
+
+
+def setup_finish(
+    proto: Proto, sock: socket.socket, subs: Sequence[Subscription], deadline: float
+) -> None:
     """Complete a connection's set-up; afterwards the stream is at a message boundary."""
     if proto == "ws":
         ws_finish(sock, deadline)
-        if topic is not None:
-            request = {"type": "subscribe", "topic": topic, "client_id": "bench-sub"}
-            sock.sendall(client_frame(json.dumps(request).encode()))
-            data = read_until(sock, lambda d: bool(ws_frames(d)), deadline)
-            frames = ws_frames(data)
-            if len(frames) != 1 or b'"type":"ack"' not in frames[0]:
-                raise ProtocolViolation(f"expected the subscribe ack, got {data[:300]!r}")
+        if subs:
+            ws_subscribe(sock, subs, deadline)
     elif proto == "redis":
-        # SUBSCRIBE: *3 $9 subscribe $N topic :1 (six lines); PING: +PONG.
-        lines = 1 if topic is None else 6
-        data = read_until(sock, lambda d: d.count(b"\r\n") >= lines, deadline)
-        if data.count(b"\r\n") != lines or data.startswith(b"-"):
+        # Each (P)SUBSCRIBE name: *3 $9 subscribe $N name :count (six lines); PING: +PONG.
+        lines = 6 * len(subs) or 1
+        most = 65536 + 256 * len(subs)
+        data = read_until(sock, lambda d: d.count(b"\r\n") >= lines, deadline, most)
+        if data.count(b"\r\n") != lines or data.startswith(b"-") or b"\r\n-" in data:
             raise ProtocolViolation(f"unexpected Redis reply {data[:200]!r}")
     else:
         data = read_until(sock, lambda d: b"PONG\r\n" in d, deadline)
@@ -284,21 +360,21 @@ def setup_finish(proto: Proto, sock: socket.socket, topic: str | None, deadline:
 
 
 def open_connections(
-    proto: Proto, port: int, topics: Sequence[str | None], deadline: float
+    proto: Proto, port: int, subs: Sequence[Sequence[Subscription]], deadline: float
 ) -> list[socket.socket]:
-    """One connection per entry of ``topics`` (subscribed to it unless None)."""
+    """One connection per entry of ``subs``, making those subscribes (none: just connect)."""
     socks: list[socket.socket] = []
     try:
-        while len(socks) < len(topics):
-            group = topics[len(socks) : len(socks) + SETUP_BATCH]
+        while len(socks) < len(subs):
+            group = subs[len(socks) : len(socks) + SETUP_BATCH]
             start = len(socks)
-            for offset, topic in enumerate(group):
+            for mine in group:
                 sock = socket.create_connection((HOST, port), timeout=remaining(deadline))
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 socks.append(sock)
-                sock.sendall(setup_steps(proto, port, topic, start + offset + 1))
-            for offset, topic in enumerate(group):
-                setup_finish(proto, socks[start + offset], topic, deadline)
+                sock.sendall(setup_steps(proto, port, mine))
+            for offset, mine in enumerate(group):
+                setup_finish(proto, socks[start + offset], mine, deadline)
     except BaseException:
         for sock in socks:
             sock.close()
@@ -306,9 +382,12 @@ def open_connections(
     return socks
 
 
-def message_template(proto: Proto, topic: str, seq: int, payload_bytes: int) -> bytes:
+def message_template(
+    proto: Proto, topic: str, seq: int, payload_bytes: int, classes: int = 0
+) -> bytes:
     """One publish of message ``seq`` with ``STAMP_SLOT`` where the send time goes."""
-    payload = b'{"seq":%d,"t":"%s","data":"%s"}' % (seq, STAMP_SLOT, b"x" * payload_bytes)
+    kind = b',"kind":"k%d"' % ((seq - 1) % classes) if classes else b""
+    payload = b'{"seq":%d,"t":"%s"%s,"data":"%s"}' % (seq, STAMP_SLOT, kind, b"x" * payload_bytes)
     name = topic.encode()
     if proto == "ws":
         return client_frame(
@@ -338,6 +417,37 @@ def last_value(data: bytes, key: bytes) -> int | None:
 def share(total: int, index: int, parts: int) -> int:
     """How many of messages 1..total, sent round-robin over ``parts`` topics, go to ``index``."""
     return max(0, (total - index + parts - 1) // parts)
+
+
+def plan_target(plan: Plan, total: int, topics: int, classes: int) -> int:
+    """How many of ``total`` messages, published round-robin over ``topics`` topics, reach
+    a connection following ``plan`` (the kind of a topic's message N is (N - 1) % classes)."""
+    kinds = plan["kinds"]
+    count = 0
+    for index in plan["topics"]:
+        on_topic = share(total, index, topics)
+        count += on_topic if kinds is None else sum(share(on_topic, k, classes) for k in kinds)
+    return count
+
+
+def plain_plans(topics: Sequence[str], first: int, connections: int) -> list[Plan]:
+    """Connection i subscribes to ``topics[(first + i) % len(topics)]`` and gets all of it."""
+    indexes = [(first + i) % len(topics) for i in range(connections)]
+    return [Plan(subscriptions=[subscription(topics[i])], topics=[i], kinds=None) for i in indexes]
+
+
+def seq_steps(plan: Plan, classes: int) -> tuple[int, int] | None:
+    """``(first, step)`` when the ``seq`` of the messages reaching a connection following
+    ``plan`` is known in advance (message n has ``first + (n - 1) * step``); None when
+    several topics or some of several kinds interleave."""
+    kinds = plan["kinds"]
+    if len(plan["topics"]) != 1:
+        return None
+    if kinds is None or (classes and len(kinds) == classes):
+        return 1, 1
+    if len(kinds) == 1:
+        return kinds[0] + 1, classes
+    return None
 
 
 class Control:
@@ -395,8 +505,9 @@ class Control:
 
 def run_subscribers(config: SubscriberConfig, ctl: Control) -> None:
     setup_deadline = time.monotonic() + config["setup_seconds"]
-    topics, first = config["topics"], config["first"]
-    mine = [topics[(first + i) % len(topics)] for i in range(config["connections"])]
+    topics = config["topics"]
+    plans = config.get("plans") or plain_plans(topics, config["first"], config["connections"])
+    mine = [plan["subscriptions"] for plan in plans]
     socks = open_connections(config["proto"], config["port"], mine, setup_deadline)
     try:
         ctl.emit("ready", connections=len(socks))
@@ -411,8 +522,7 @@ def run_subscribers(config: SubscriberConfig, ctl: Control) -> None:
                 latencies_us=[],
             )  # fmt: skip
         else:
-            indexes = [(first + i) % len(topics) for i in range(len(socks))]
-            result = receive(socks, indexes, len(topics), config, ctl)
+            result = receive(socks, plans, config, ctl)
         ctl.emit("done", result=result)
     finally:
         for sock in socks:
@@ -420,16 +530,17 @@ def run_subscribers(config: SubscriberConfig, ctl: Control) -> None:
 
 
 def receive(
-    socks: Sequence[socket.socket],
-    indexes: Sequence[int],
-    parts: int,
-    config: SubscriberConfig,
-    ctl: Control,
+    socks: Sequence[socket.socket], plans: Sequence[Plan], config: SubscriberConfig, ctl: Control
 ) -> SubscriberResult:
     """The hot loop: count (or decode) messages per connection until each has its share."""
     proto = config["proto"]
     every = config["mode"] == "every"
-    check = config["check_order"]
+    parts, classes = len(config["topics"]), config.get("classes", 0)
+    # Per connection: is its order checked, the seq of its first message and the step.
+    steps = [seq_steps(plan, classes) if config["check_order"] else None for plan in plans]
+    checks = [step is not None for step in steps]
+    firsts = [step[0] if step else 1 for step in steps]
+    strides = [step[1] if step else 1 for step in steps]
     warm = config["warm"]
     marker = EVENT_MARKS[proto]
     nats = proto == "nats"
@@ -445,7 +556,7 @@ def receive(
     epoll.register(ctl.fd, select.EPOLLIN)
     buffer = bytearray(RECV_SIZE)
     counts = [0] * n
-    nexts = [1] * n
+    nexts = list(firsts)
     ends = [b""] * n
     targets = [1 << 62] * n
     done = [False] * n
@@ -478,7 +589,7 @@ def receive(
                 total = int(command.split()[1])
                 final_target = True
                 for other in range(n):
-                    targets[other] = share(total, indexes[other], parts)
+                    targets[other] = plan_target(plans[other], total, parts, classes)
                     finish(other)
 
     commands()  # any that came with "go"
@@ -511,6 +622,7 @@ def receive(
                 if every:
                     data = end + buffer[:size]
                     count, expect = counts[index], nexts[index]
+                    check, stride = checks[index], strides[index]
                     stop_at = 0
                     for match in MESSAGE_RE.finditer(data):
                         seq = int(match[1])
@@ -518,7 +630,7 @@ def receive(
                         if check and seq != expect:
                             order_errors += 1
                             duplicated += seq < expect
-                        expect = seq + 1
+                        expect = seq + stride
                         if seq > warm:
                             latencies.append(now_ns - int(match[2]))
                         stop_at = match.end()
@@ -539,9 +651,11 @@ def receive(
                         stamp = last_value(end, T_KEY)
                         if stamp is not None:
                             latencies.append(now_ns - stamp)
-                        if check:
+                        if checks[index]:
                             value = last_value(end, SEQ_KEY)
-                            if value is not None and value not in (found, found - 1):
+                            stride = strides[index]
+                            want = firsts[index] + (found - 1) * stride
+                            if value is not None and value != want and value != want - stride:
                                 order_errors += 1
                     if nats and b"PING\r\n" in end:
                         socks[index].sendall(b"PONG\r\n")
@@ -562,10 +676,13 @@ def receive(
     finally:
         epoll.close()
     final_errors = 0
-    if check and not every:
+    if not every:
         for index in range(n):
+            if not checks[index]:
+                continue
             value = last_value(ends[index], SEQ_KEY)  # None: a message longer than the end
-            final_errors += value is not None and value != counts[index]
+            want = firsts[index] + (counts[index] - 1) * strides[index]
+            final_errors += value is not None and value != want
     expected = sum(targets) if final_target else 0
     latencies.sort()
     return SubscriberResult(
@@ -618,6 +735,7 @@ def run_publisher(config: PublisherConfig, ctl: Control) -> None:
                 topics[(seq - 1) % len(topics)],
                 1 + (seq - 1) // len(topics),
                 config["payload_bytes"],
+                config.get("classes", 0),
             )
             for seq in range(first, last + 1)
         ]
@@ -626,7 +744,7 @@ def run_publisher(config: PublisherConfig, ctl: Control) -> None:
             acked_after.append(last)
         else:
             acked_after.extend(range(first, last + 1))
-    sock = open_connections(proto, config["port"], [None], setup_deadline)[0]
+    sock = open_connections(proto, config["port"], [[]], setup_deadline)[0]
     try:
         ctl.emit("ready", messages=total)
         ctl.wait_for("go", setup_deadline)
@@ -772,7 +890,7 @@ def run_connect(config: ConnectConfig, ctl: Control) -> None:
     cpu_start = time.process_time()
     start = time.monotonic()
     socks = open_connections(
-        config["proto"], config["port"], [None] * config["connections"], deadline
+        config["proto"], config["port"], [[]] * config["connections"], deadline
     )
     setup = time.monotonic() - start
     try:
@@ -809,8 +927,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"usage: loadgen.py {{{','.join(ROLES)}}} CONFIG_JSON", file=sys.stderr)
         return 2
     ctl = Control()
+    text = args[1]
+    if text.startswith("@"):
+        with open(text[1:], encoding="utf-8") as file:
+            text = file.read()
     try:
-        ROLES[args[0]](cast(dict[str, Any], json.loads(args[1])), ctl)
+        ROLES[args[0]](cast(dict[str, Any], json.loads(text)), ctl)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

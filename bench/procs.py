@@ -8,6 +8,8 @@ included. Servers run pinned to one core and load processes to another (``taskse
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import os
 import resource
@@ -25,6 +27,9 @@ from types import FrameType
 from typing import IO, Any, Final, cast
 
 LOADGEN: Final = Path(__file__).resolve().with_name("loadgen.py")
+#: A load process's configuration longer than this goes in a file (``@PATH``): Linux caps
+#: one argument at 128 KiB.
+LONGEST_ARGUMENT: Final = 100_000
 #: A load process busier than this (share of one core) flags the run as load-bound.
 LOAD_BOUND: Final = 0.9
 
@@ -122,8 +127,36 @@ def make_pinning(server_core: int = 0, load_core: int = 1) -> Pinning:
     )
 
 
+def _load_libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
+_LIBC: Final = _load_libc()
+
+
+def cpu_clock(pid: int) -> int | None:
+    """The CPU-time clock of process ``pid`` (``clock_getcpuclockid(3)``), or None."""
+    if _LIBC is None or not hasattr(_LIBC, "clock_getcpuclockid"):
+        return None
+    clock = ctypes.c_int(0)
+    if _LIBC.clock_getcpuclockid(ctypes.c_int(pid), ctypes.byref(clock)) != 0:
+        return None
+    return clock.value
+
+
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of process ``pid`` (all its threads) from ``/proc/PID/stat``."""
+    """CPU time (user + system) of process ``pid``, all its threads, dead ones included.
+
+    Read from the process's CPU-time clock, to the nanosecond: a few milliseconds of
+    server CPU (a fast server's publishes) would be a handful of ticks in
+    ``/proc/PID/stat``'s utime + stime, the fallback, counted in 10 ms clock ticks."""
+    clock = cpu_clock(pid)
+    if clock is not None:
+        with contextlib.suppress(OSError):
+            return time.clock_gettime_ns(clock) / 1e9
     with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     # After "pid (comm)": fields[0] is field 3 (state); utime is field 14, stime 15.
@@ -167,7 +200,16 @@ class Worker:
         self.procs = procs
         self.name = name
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
-        args = [*pinning.load(), sys.executable, str(LOADGEN), role, json.dumps(config)]
+        text = json.dumps(config)
+        self._config: IO[str] | None = None
+        if len(text) > LONGEST_ARGUMENT:
+            self._config = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
+                "w", prefix="bench-load-", suffix=".json", encoding="utf-8"
+            )
+            self._config.write(text)
+            self._config.flush()
+            text = "@" + self._config.name
+        args = [*pinning.load(), sys.executable, str(LOADGEN), role, text]
         self.popen = procs.start(
             args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr
         )
@@ -233,6 +275,8 @@ class Worker:
         self.procs.stop(self.popen)
         self.stdout.close()
         self._stderr.close()
+        if self._config is not None:
+            self._config.close()  # and so deleted
 
 
 def pump(

@@ -16,22 +16,31 @@ from dataclasses import fields
 from bench.peers import LIMIT, PEERS, PubSub, Server, make_peer, unavailable
 from bench.procs import BenchError, Processes, Progress, make_pinning, managed, raise_fd_limit
 from bench.report import chart, checklist, machine, markdown, stem, write_json
-from bench.scenarios import NAMES, RUNNERS, Bench, Options, Row
+from bench.scenarios import NAMES, QUICK, RUNNERS, Bench, Options, Row
 
 #: ``slow`` measures the drop policy at work: our server's default outbox bound.
 SLOW_QUEUE = 1000
 
 
-def _ints(text: str) -> tuple[int, ...]:
+#: Integer lists where 0 means something (``filter_rates``: 0 floods).
+ZERO_ALLOWED = frozenset({"filter_rates"})
+
+
+def _ints(text: str, least: int = 1) -> tuple[int, ...]:
     try:
         values = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated integers, not {text!r}"
         ) from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, not {text!r}")
+    if not values or min(values) < least:
+        wanted = "positive integers" if least == 1 else f"integers >= {least}"
+        raise argparse.ArgumentTypeError(f"expected {wanted}, not {text!r}")
     return values
+
+
+def _naturals(text: str) -> tuple[int, ...]:
+    return _ints(text, least=0)
 
 
 def _peers(text: str) -> tuple[str, ...]:
@@ -50,16 +59,27 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--target", help="drive this server (ws://127.0.0.1:PORT/ws) instead")
     parser.add_argument("--target-pid", type=int, help="the --target server's PID, for CPU/RSS")
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller filters and patterns runs (others unchanged): "
+        + ", ".join(f"{name.replace('_', '-')} {value}" for name, value in QUICK.items()),
+    )
     for field in fields(Options):
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
+        # None: not given (so --quick can tell); replaced by the default after parsing.
         if isinstance(default, tuple):
-            parser.add_argument(flag, type=_ints, default=default, help=f"default {default}")
+            kind = _naturals if field.name in ZERO_ALLOWED else _ints
+            parser.add_argument(flag, type=kind, default=None, help=f"default {default}")
         else:
-            parser.add_argument(
-                flag, type=type(default), default=default, help=f"default {default}"
-            )
-    return parser.parse_args(list(argv))
+            parser.add_argument(flag, type=type(default), default=None, help=f"default {default}")
+    args = parser.parse_args(list(argv))
+    for field in fields(Options):
+        if getattr(args, field.name) is None:
+            quick = args.quick and field.name in QUICK
+            setattr(args, field.name, QUICK[field.name] if quick else getattr(defaults, field.name))
+    return args
 
 
 def main(names: Sequence[str], argv: Sequence[str]) -> int:
