@@ -3,23 +3,43 @@
 Example::
 
     async with open_client("ws://127.0.0.1:3000/ws", client_id="me") as client:
-        ack = await client.publish("orders", {"amount": 99.99})
-        async with client.subscribe("orders", last_n=10) as sub:
+        ack = await client.publish("orders.eu", {"amount": 99.99}, ttl_ms=60_000)
+        big = {"path": "payload.amount", "op": "gt", "value": 50}
+        async with client.subscribe("orders.*", filter=big) as sub:
             async for item in sub:
                 match item:
                     case Event():
-                        print(item.offset, item.payload)
+                        print(item.topic, item.offset, item.payload)
                     case Gap():
                         print("missed messages", item)
 
 One connection carries every subscription and request. When it drops, the
 client reconnects with exponential backoff and jitter, resubscribes, and
-resumes each subscription from the last offset it saw (``since_offset`` +
-``epoch``). Whatever could not be recovered is reported as a :class:`Gap`
+resumes each topic subscription from the last offset it saw (``since_offset``
++ ``epoch``). Whatever could not be recovered is reported as a :class:`Gap`
 before the next event, so the application always knows when it missed
 messages. Every buffer is bounded: an application that reads slowly slows the
 connection down (and the server's backpressure policy applies) instead of
 growing memory.
+
+Patterns and filters (v1.2). A subscription follows one topic or a pattern
+(``orders.*``: ``*`` is exactly one dot-separated segment; ``metrics.>``: a
+final ``>`` is one or more), and may carry a content filter. The server sends
+each message once per connection however many of its subscriptions match it,
+so the client routes it: every subscription of this client whose topic or
+pattern matches the event's topic, and whose filter accepts the message, gets
+it once. The client evaluates filters itself, with the server's own compiler,
+because a message sent for one subscription reaches the client whether or not
+an overlapping filtered one wants it; a bad filter therefore raises
+``BadRequest`` before anything is sent. A subscription takes events only once
+its subscribe was acknowledged, so one that is still subscribing never sees
+events that another subscription brought in.
+
+Gaps (the full rule is in :class:`Gap`): an unfiltered topic subscription
+infers them from offset jumps, minus what the server said expired; a filtered
+or pattern subscription cannot, and gets a ``Gap`` with ``missed=None`` for
+every ``messages_dropped`` notice of the connection; expired messages are never
+a gap.
 
 Because the buffers are shared by one connection, a subscription whose buffer
 is full holds up every answer on that connection: do not ``await`` a request
@@ -50,6 +70,7 @@ from trio_websocket import (
     open_websocket_url,
 )
 
+from ._core.filters import Filter, compile_filter
 from ._protocol.errors import ErrorCode, PubSubError, error_for
 from ._protocol.frames import (
     Ack,
@@ -60,8 +81,10 @@ from ._protocol.frames import (
     Publish,
     Subscribe,
     Unsubscribe,
+    check_pattern,
     decode_server_frame,
     encode,
+    is_pattern,
 )
 from ._protocol.frames import Error as ErrorFrame
 from ._protocol.frames import Event as EventFrame
@@ -95,7 +118,13 @@ class ServerUnreachable(ConnectionError):
 
 
 class Event(msgspec.Struct, frozen=True):
-    """A message delivered on a subscription."""
+    """A message delivered on a subscription.
+
+    Attributes:
+        topic: The concrete topic it was published to (also on a pattern
+            subscription).
+        expires_at: When the message expires (ISO timestamp), if it has a TTL.
+    """
 
     topic: str
     id: str
@@ -103,6 +132,7 @@ class Event(msgspec.Struct, frozen=True):
     ts: str
     #: The payload exactly as the publisher sent it (JSON bytes).
     raw_payload: bytes
+    expires_at: str | None = None
 
     @property
     def payload(self) -> Any:
@@ -111,14 +141,46 @@ class Event(msgspec.Struct, frozen=True):
 
 
 class Gap(msgspec.Struct, frozen=True):
-    """Messages were missed on a subscription.
+    """Messages were (or may have been) missed on a subscription.
+
+    The rule, by what each subscription can know:
+
+    * An unfiltered subscription to one topic sees every offset of it, so a
+      jump from offset ``a`` to ``b`` means ``b - a - 1`` messages did not
+      arrive. Expired messages (message TTL) are not missed: the server skips
+      them and says so with ``messages_expired`` (N), which adds N to a credit
+      of the connection. A jump is first explained by that credit (as much of
+      it as the jump needs is used up) and only the rest becomes
+      ``Gap(reason="dropped", missed=rest)``. A resume ack saying
+      ``expired: K`` gives that subscription K of its own for the jumps of its
+      replay, used before the connection's. The notice names no topic, so when
+      expiries and drops on different topics coincide a drop may be taken for
+      an expiry (a gap under-reported); an expiry is never reported as a drop,
+      because its notice comes before the event that shows the jump.
+    * A filtered subscription (its offsets skip the messages the filter
+      rejects) and a pattern subscription (offsets are per topic) cannot tell
+      a drop from a jump, and never infer gaps from offsets. For every
+      ``messages_dropped`` notice of the connection each of them gets
+      ``Gap(reason="dropped", missed=None)`` with ``after_offset`` its last
+      offset (0 for a pattern). This is conservative: the notice does not say
+      whose events were dropped, so a subscription may be told of a drop that
+      hit another subscription of the same client.
+    * Expired messages never cause a gap, on any subscription.
+    * After a reconnect a topic subscription resumes from its last offset;
+      when the server cannot replay what was missed the gap is
+      ``"not_recovered"`` (``missed`` counted for an unfiltered subscription
+      of the same topic incarnation). A pattern subscription cannot resume:
+      it is subscribed again and gets ``Gap(topic=<the pattern>,
+      after_offset=0, reason="not_recovered", missed=None)``, since what was
+      published while the client was away is lost to it.
 
     Attributes:
-        after_offset: The last offset received before the gap.
+        topic: The subscription's topic, or its pattern.
+        after_offset: The last offset received before the gap (0 for a pattern).
         reason: ``"dropped"`` (the server dropped events for this slow
-            connection: the next event's offset jumped) or ``"not_recovered"``
-            (after a reconnect the server could not replay what was missed:
-            restarted, topic re-created, or the messages left its replay ring).
+            connection) or ``"not_recovered"`` (after a reconnect the server
+            could not replay what was missed: restarted, topic re-created, the
+            messages left its replay ring, or a pattern subscription).
         missed: How many messages were missed, when known.
     """
 
@@ -134,20 +196,70 @@ class PublishAck(msgspec.Struct, frozen=True):
     offset: int
 
 
+class _ExpiredCredit:
+    """Messages the server said expired (``messages_expired``) that no offset
+    jump has accounted for yet. One per connection, or per resumed subscription."""
+
+    __slots__ = ("count",)
+
+    def __init__(self, count: int = 0) -> None:
+        self.count = count
+
+    def take(self, wanted: int) -> int:
+        """Use up to ``wanted`` of the credit; returns how much was used."""
+        taken = min(wanted, self.count)
+        self.count -= taken
+        return taken
+
+
+def _matches(pattern: str, topic: str) -> bool:
+    """Whether ``topic`` matches the wildcard ``pattern``: ``*`` is exactly one
+    dot-separated segment, a final ``>`` is one or more."""
+    wanted = pattern.split(".")
+    segments = topic.split(".")
+    if wanted[-1] == ">":
+        if len(segments) < len(wanted):
+            return False
+        wanted.pop()
+        del segments[len(wanted) :]
+    elif len(segments) != len(wanted):
+        return False
+    return all(w in ("*", s) for w, s in zip(wanted, segments, strict=True))
+
+
 class Subscription:
-    """Events of one topic, in order. Iterate it with ``async for``.
+    """Events of one topic, or of every topic matching a pattern, in order per
+    topic. Iterate it with ``async for``.
 
     Iteration ends when the subscription is closed; it raises
-    :class:`~pubsub.PubSubError` (``TOPIC_NOT_FOUND``) if the topic is deleted.
+    :class:`~pubsub.PubSubError` (``TOPIC_NOT_FOUND``) if its topic is deleted
+    (a pattern subscription outlives the deletion of a matching topic).
+
+    Attributes:
+        topic: The topic, or the pattern, subscribed to.
+        pattern: Whether :attr:`topic` is a wildcard pattern.
+        filter: The content filter sent with the subscribe, if any.
     """
 
-    def __init__(self, topic: str, buffer: int) -> None:
+    def __init__(self, topic: str, buffer: int, *, filter: dict[str, Any] | None = None) -> None:
         self.topic = topic
-        #: Offset of the newest event received (or of the topic when subscribed).
+        self.pattern = is_pattern(topic)
+        self.filter = filter
+        self._filter: Filter | None = compile_filter(filter) if filter is not None else None
+        #: Offset of the newest event received (or of the topic when
+        #: subscribed); always 0 for a pattern.
         self.offset = 0
-        #: The topic incarnation this subscription follows.
+        #: The topic incarnation this subscription follows (None for a pattern).
         self.epoch: str | None = None
         self._replayed = 0
+        #: Acknowledged on the current connection: only then are events routed here.
+        self._active = False
+        #: A resume's expired messages (ack ``expired``), for its replay's jumps.
+        self._resume_credit = _ExpiredCredit()
+        #: The topic's offset in the resume ack: the replay ends there.
+        self._resume_end = 0
+        #: A pattern's newest offset per topic, to skip what it already had.
+        self._offsets: dict[str, int] = {}
         self._error: Exception | None = None
         self._send, self._receive = trio.open_memory_channel[Event | Gap | object](buffer)
 
@@ -176,35 +288,103 @@ class Subscription:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await self._send.send(item)
 
-    async def _deliver(self, frame: EventFrame) -> None:
-        offset = frame.offset
+    # The rules below are sans-IO: frames in, what the application gets out.
+
+    def _wants(self, message: object) -> bool:
+        """Whether the filter (if any) accepts the decoded message object."""
+        return self._filter is None or self._filter.matches(message)
+
+    def _acknowledged(self, ack: Ack, *, resumed: bool, reconnected: bool) -> list[Gap]:
+        """Apply a subscribe ack (``resumed``: it answers a ``since_offset``;
+        ``reconnected``: a subscribe sent again after a reconnect)."""
+        self._active = True
+        if self.pattern:
+            return [Gap(self.topic, 0, "not_recovered")] if reconnected else []
+        offset = ack.offset or 0
+        gaps: list[Gap] = []
+        if not resumed:
+            self.offset = offset
+        elif ack.recovered:
+            self._resume_credit.count = ack.expired or 0
+            self._resume_end = offset
+        else:
+            missed = None
+            if self._filter is None and ack.epoch == self.epoch and offset >= self.offset:
+                missed = offset - self.offset
+            gaps.append(Gap(self.topic, self.offset, "not_recovered", missed))
+            self.offset = offset
+        self.epoch = ack.epoch
+        return gaps
+
+    def _accept(self, event: Event, credit: _ExpiredCredit) -> list[Event | Gap]:
+        """What an event routed here gives the application: nothing (already
+        had), the event, or a gap then the event. ``credit`` is the connection's."""
+        offset = event.offset
+        if self.pattern:
+            if offset <= self._offsets.get(event.topic, 0):
+                return []
+            self._offsets[event.topic] = offset
+            return [event]
         if offset <= self.offset:
             # A ``last_n`` replay of messages from before the subscribe.
             if offset <= self._replayed:
-                return  # already seen (cannot happen with a correct server)
+                return []  # already seen (cannot happen with a correct server)
             self._replayed = offset
-        else:
-            if offset > self.offset + 1:
-                missed = offset - self.offset - 1
-                await self._put(Gap(self.topic, self.offset, "dropped", missed))
-            self.offset = offset
-        message = frame.message
-        await self._put(
-            Event(frame.topic, message.id, frame.offset, frame.ts, bytes(message.payload))
-        )
+            return [event]
+        items: list[Event | Gap] = []
+        jump = offset - self.offset - 1
+        if jump and self._filter is None:
+            # The resume's expired messages lie within its replay, up to its ack's offset.
+            in_replay = max(0, min(offset - 1, self._resume_end) - self.offset)
+            jump -= self._resume_credit.take(in_replay)
+            jump -= credit.take(jump)
+            if jump:
+                items.append(Gap(self.topic, self.offset, "dropped", jump))
+        self.offset = offset
+        items.append(event)
+        return items
+
+    def _dropped(self) -> Gap | None:
+        """The connection said ``messages_dropped``: the gap this subscription
+        reports, if it cannot see drops in its offsets."""
+        if self.pattern:
+            return Gap(self.topic, 0, "dropped")
+        if self._filter is not None:
+            return Gap(self.topic, self.offset, "dropped")
+        return None
+
+    def _topic_deleted(self, topic: str) -> None:
+        """A topic matching this pattern was deleted: a re-created one starts at 1."""
+        self._offsets.pop(topic, None)
+
+    def _disconnected(self) -> None:
+        """The connection is gone; nothing is routed here until subscribed again.
+        A pattern forgets its offsets: the next server may have restarted them."""
+        self._active = False
+        self._offsets.clear()
+        self._resume_credit.count = 0
 
 
 class _Pending:
-    __slots__ = ("done", "error", "frame", "resume", "subscription")
+    __slots__ = ("done", "error", "frame", "reconnected", "resume", "subscription")
 
-    def __init__(self, subscription: Subscription | None = None, resume: bool = False) -> None:
+    def __init__(
+        self,
+        subscription: Subscription | None = None,
+        *,
+        resume: bool = False,
+        reconnected: bool = False,
+    ) -> None:
         self.done = trio.Event()
         self.frame: AnyServerFrame | None = None
         self.error: BaseException | None = None
         #: For a subscribe: whose ack this is, applied by the reader before the
         #: replayed events that follow it are routed.
         self.subscription = subscription
+        #: The subscribe carried ``since_offset``.
         self.resume = resume
+        #: The subscribe was sent again after a reconnect.
+        self.reconnected = reconnected
 
 
 class _Reading:
@@ -258,7 +438,12 @@ class Client:
         self._ws: WebSocketConnection | None = None
         self._connected = trio.Event()
         self._closed = False
+        #: Every subscription by its topic or pattern, in subscribe order.
         self._subscriptions: dict[str, Subscription] = {}
+        #: The pattern subscriptions among them, matched against each event's topic.
+        self._patterns: dict[str, Subscription] = {}
+        #: This connection's ``messages_expired`` not yet matched to offset jumps.
+        self._expired = _ExpiredCredit()
         self._pending: dict[str, _Pending] = {}
         self._request_ids = itertools.count(1)
         self._welcomed = trio.Event()
@@ -273,15 +458,27 @@ class Client:
 
     # ------------------------------------------------------------------ requests
 
-    async def publish(self, topic: str, payload: Any, *, id: str | None = None) -> PublishAck:
+    async def publish(
+        self, topic: str, payload: Any, *, id: str | None = None, ttl_ms: int | None = None
+    ) -> PublishAck:
         """Publish ``payload`` (anything msgspec can encode as JSON, or ``msgspec.Raw``).
+
+        Args:
+            id: The message id (default: a random UUID).
+            ttl_ms: The message expires this many milliseconds after it is
+                published (replacing the topic's TTL): it is no longer replayed
+                nor delivered to a subscriber that has not received it yet.
 
         Returns the ack with the offset the message got.
 
         Raises:
-            PubSubError: ``TopicNotFound``, ``BadRequest``, ``MessageTooLarge``, ...
+            ValueError: ``ttl_ms`` is below 1.
+            PubSubError: ``TopicNotFound``, ``BadRequest``, ``MessageTooLarge``,
+                ``RateLimited`` (its ``retry_after`` says when to try again), ...
             ConnectionLost: the connection dropped before the ack arrived.
         """
+        if ttl_ms is not None and ttl_ms < 1:
+            raise ValueError(f"ttl_ms must be at least 1 (milliseconds), not {ttl_ms}")
         raw = payload if isinstance(payload, msgspec.Raw) else msgspec.Raw(encode(payload))
         message_id = id or uuid.uuid4().hex
         request_id = self._next_id()
@@ -290,6 +487,7 @@ class Client:
             message=WireMessage(message_id, raw),
             client_id=self.client_id,
             request_id=request_id,
+            ttl_ms=ttl_ms,
         )
         ack = await self._request(request_id, frame)
         assert isinstance(ack, Ack) and ack.offset is not None
@@ -304,22 +502,43 @@ class Client:
 
     @asynccontextmanager
     async def subscribe(
-        self, topic: str, *, last_n: int = 0, buffer: int | None = None
+        self,
+        topic_or_pattern: str,
+        *,
+        last_n: int = 0,
+        filter: dict[str, Any] | None = None,
+        buffer: int | None = None,
     ) -> AsyncIterator[Subscription]:
-        """Subscribe to ``topic`` for the duration of the block.
+        """Subscribe to a topic, or to a pattern, for the duration of the block.
 
-        ``last_n`` replays up to that many stored messages first. ``buffer``
-        bounds the events held for this subscription before the connection
-        stops being read.
+        Args:
+            topic_or_pattern: A topic name, or a pattern of dot-separated
+                segments where ``*`` is exactly one segment and a final ``>``
+                one or more (``orders.*``, ``metrics.eu.>``): events of every
+                existing and future matching topic, each naming its topic.
+            last_n: Replay up to that many stored messages first (a topic only).
+            filter: A content filter (PROTOCOL.md "Content filters"): only the
+                messages it accepts are delivered. Sent again on every resubscribe.
+            buffer: Bounds the events held for this subscription before the
+                connection stops being read.
 
         Raises:
-            PubSubError: ``TopicNotFound`` and other refusals of the subscribe.
-            ValueError: this client is already subscribed to ``topic``.
+            PubSubError: ``TopicNotFound``, ``BadRequest`` (a bad filter, checked
+                before anything is sent) and other refusals of the subscribe.
+            ValueError: this client is already subscribed to ``topic_or_pattern``,
+                the pattern is malformed, or ``last_n`` is given with a pattern.
         """
+        topic = topic_or_pattern
+        if is_pattern(topic):
+            check_pattern(topic)
+            if last_n:
+                raise ValueError(f"last_n cannot be used with a pattern ({topic!r})")
         if topic in self._subscriptions:
             raise ValueError(f"already subscribed to {topic!r} on this client")
-        subscription = Subscription(topic, buffer or self._buffer)
+        subscription = Subscription(topic, buffer or self._buffer, filter=filter)
         self._subscriptions[topic] = subscription
+        if subscription.pattern:
+            self._patterns[topic] = subscription
         subscribed = False
         try:
             await self._send_subscribe(subscription, last_n=last_n)
@@ -327,6 +546,7 @@ class Client:
             yield subscription
         finally:
             del self._subscriptions[topic]
+            self._patterns.pop(topic, None)
             subscription._send.close()
             subscription._receive.close()
             if subscribed and self._ws is not None and not self._closed:
@@ -349,6 +569,7 @@ class Client:
         last_n: int = 0,
         since_offset: int | None = None,
         epoch: str | None = None,
+        reconnected: bool = False,
     ) -> Ack:
         request_id = self._next_id()
         frame = Subscribe(
@@ -358,8 +579,9 @@ class Client:
             request_id=request_id,
             since_offset=since_offset,
             epoch=epoch,
+            filter=subscription.filter,
         )
-        pending = _Pending(subscription, resume=since_offset is not None)
+        pending = _Pending(subscription, resume=since_offset is not None, reconnected=reconnected)
         ack = await self._request(request_id, frame, pending)
         assert isinstance(ack, Ack)
         return ack
@@ -477,20 +699,32 @@ class Client:
         self.connection_id = None
         if self._connected.is_set():
             self._connected = trio.Event()
+        self._expired = _ExpiredCredit()
+        for subscription in self._subscriptions.values():
+            subscription._disconnected()
         for pending in self._pending.values():
             if not pending.done.is_set():
                 pending.error = ConnectionLost("connection lost before the answer arrived")
                 pending.done.set()
 
     async def _resubscribe_all(self) -> None:
-        """After a reconnect: subscribe again, resuming from the last offset seen."""
-        for subscription in list(self._subscriptions.values()):
+        """After a reconnect: subscribe again, each topic resuming from the last
+        offset seen; patterns cannot resume (their acks report the gap).
+
+        Topics go first: the server replays nothing to a topic subscribe when the
+        connection already receives that topic through a pattern, so a pattern
+        subscribed first would turn every matching topic's resume into a gap.
+        """
+        topics_first = sorted(self._subscriptions.values(), key=lambda s: s.pattern)
+        for subscription in topics_first:
+            # A pattern has no epoch: it is subscribed again plainly.
             resume = subscription.epoch is not None
             try:
                 await self._send_subscribe(
                     subscription,
                     since_offset=subscription.offset if resume else None,
                     epoch=subscription.epoch,
+                    reconnected=True,
                 )
             except PubSubError as exc:
                 await subscription._put(exc)
@@ -500,18 +734,34 @@ class Client:
     async def _apply_subscribe_ack(self, pending: _Pending, ack: Ack) -> None:
         subscription = pending.subscription
         assert subscription is not None
-        offset = ack.offset or 0
-        if pending.resume and not ack.recovered:
-            missed = None
-            if ack.epoch == subscription.epoch and offset >= subscription.offset:
-                missed = offset - subscription.offset
-            await subscription._put(
-                Gap(subscription.topic, subscription.offset, "not_recovered", missed)
-            )
-            subscription.offset = offset
-        elif not pending.resume:
-            subscription.offset = offset
-        subscription.epoch = ack.epoch
+        gaps = subscription._acknowledged(
+            ack, resumed=pending.resume, reconnected=pending.reconnected
+        )
+        for gap in gaps:
+            await subscription._put(gap)
+
+    async def _route(self, frame: EventFrame) -> None:
+        """Hand one event to every acknowledged subscription whose topic or pattern
+        matches and whose filter accepts it (the server sent it once for all)."""
+        topic = frame.topic
+        exact = self._subscriptions.get(topic)
+        targets = [exact] if exact is not None and exact._active else []
+        targets += [s for s in self._patterns.values() if s._active and _matches(s.topic, topic)]
+        if not targets:
+            return
+        message = frame.message
+        event = Event(
+            topic, message.id, frame.offset, frame.ts, bytes(message.payload), frame.expires_at
+        )
+        decoded: object = None  # the message object filters see, decoded once if needed
+        for subscription in targets:
+            if subscription._filter is not None:
+                if decoded is None:
+                    decoded = {"id": message.id, "payload": msgspec.json.decode(message.payload)}
+                if not subscription._wants(decoded):
+                    continue
+            for item in subscription._accept(event, self._expired):
+                await subscription._put(item)
 
     async def _read(self, ws: WebSocketConnection) -> None:
         """Route every server frame: answers to their requests, events to subscriptions."""
@@ -527,9 +777,7 @@ class Client:
                 continue
             match frame:
                 case EventFrame():
-                    subscription = self._subscriptions.get(frame.topic)
-                    if subscription is not None:
-                        await subscription._deliver(frame)
+                    await self._route(frame)
                 case Ack():
                     pending = self._pending.get(str(frame.request_id))
                     if pending is not None and pending.subscription is not None:
@@ -552,13 +800,23 @@ class Client:
                     self._attempt = 0
                     self._welcomed.set()
                 case Info(msg="topic_deleted", topic=str(topic)):
+                    for pattern in self._patterns.values():
+                        pattern._topic_deleted(topic)
                     subscription = self._subscriptions.get(topic)
                     if subscription is not None:
                         await subscription._put(
                             error_for(ErrorCode.TOPIC_NOT_FOUND, f"topic {topic!r} was deleted")
                         )
+                case Info(msg="messages_expired", expired=int(expired)):
+                    self._expired.count += expired
+                case Info(msg="messages_dropped"):
+                    # Unfiltered topic subscriptions see the drop in their offsets.
+                    for subscription in list(self._subscriptions.values()):
+                        gap = subscription._dropped() if subscription._active else None
+                        if gap is not None:
+                            await subscription._put(gap)
                 case Info():
-                    pass  # ping, messages_dropped (gaps show in offsets), shutting_down
+                    pass  # ping, shutting_down
 
     def _answer(
         self,

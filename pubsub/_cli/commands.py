@@ -1,4 +1,4 @@
-"""The client-side commands of ``trio-pubsub``: topics, pub, sub, stats.
+"""The client-side commands of ``trio-pubsub``: topics, pub, sub, history, stats.
 
 All take ``--url`` / ``PUBSUB_URL`` (default ``http://127.0.0.1:3000``) and
 ``--api-key`` / ``PUBSUB_API_KEY``. Exit codes: 0 success, 1 the server refused
@@ -19,12 +19,18 @@ import msgspec
 import trio
 
 from .._protocol.errors import PubSubError
-from ..client import Event, ServerUnreachable, open_client
+from .._protocol.frames import check_pattern, is_pattern
+from ..client import Event, Gap, ServerUnreachable, open_client
 
 EXIT_REFUSED: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_UNREACHABLE: Final = 3
 DEFAULT_URL: Final = "http://127.0.0.1:3000"
+#: ``sub`` prints an event that several TOPIC arguments match once: it remembers
+#: this many of the latest events it printed. The client hands one event to each
+#: matching subscription in turn, so their tasks print the copies a few events
+#: apart; this leaves a wide margin.
+RECENT_EVENTS: Final = 10_000
 
 
 class CommandError(Exception):
@@ -69,14 +75,36 @@ def add_commands(commands: Any) -> None:
     pub.add_argument("topic")
     pub.add_argument("json", nargs="?", help="the payload (read stdin lines when omitted)")
     pub.add_argument("--id", help="message id (default: random); only with a JSON argument")
+    pub.add_argument(
+        "--ttl-ms",
+        type=int,
+        metavar="N",
+        help="each message expires N ms after it is published (replaces the topic's TTL)",
+    )
     pub.add_argument("--verbose", "-v", action="store_true", help="print each ack")
     pub.set_defaults(run=_pub)
 
     sub = commands.add_parser(
-        "sub", parents=[common], help="print events", description="Print events, one per line."
+        "sub",
+        parents=[common],
+        help="print events",
+        description="Print events, one per line, each naming its topic. A TOPIC may be a "
+        "pattern: `*` matches exactly one dot-separated segment, a final `>` one or more "
+        "(quote it for the shell: 'orders.>'). An event several TOPICs match is printed once.",
     )
     sub.add_argument("topics", nargs="+", metavar="TOPIC")
-    sub.add_argument("--last-n", type=int, default=0, help="replay this many stored messages")
+    sub.add_argument(
+        "--last-n",
+        type=int,
+        default=0,
+        help="replay this many stored messages (not with a pattern)",
+    )
+    sub.add_argument(
+        "--filter",
+        metavar="JSON",
+        help='only messages this content filter accepts, e.g. \'{"path": "payload.amount", '
+        '"op": "gt", "value": 100}\' (applies to every TOPIC)',
+    )
     sub.add_argument("--count", type=int, help="exit after this many events")
     sub.add_argument("--json", action="store_true", help="line-delimited JSON (for jq)")
     sub.set_defaults(run=_sub)
@@ -252,6 +280,8 @@ def _parse_json(text: str) -> msgspec.Raw:
 
 
 def _pub(args: argparse.Namespace) -> int:
+    if args.ttl_ms is not None and args.ttl_ms < 1:
+        raise CommandError("--ttl-ms must be at least 1", EXIT_USAGE)
     if args.json is not None:
         payloads: list[msgspec.Raw] | None = [_parse_json(args.json)]
     else:
@@ -263,7 +293,7 @@ def _pub(args: argparse.Namespace) -> int:
         async with open_client(_ws_url(args.url), api_key=args.api_key, reconnect=False) as client:
 
             async def publish(payload: msgspec.Raw, message_id: str | None) -> None:
-                ack = await client.publish(args.topic, payload, id=message_id)
+                ack = await client.publish(args.topic, payload, id=message_id, ttl_ms=args.ttl_ms)
                 if args.verbose:
                     print(f"ack topic={ack.topic} offset={ack.offset} id={ack.id}", flush=True)
 
@@ -277,47 +307,86 @@ def _pub(args: argparse.Namespace) -> int:
     return _run_ws(args, main)
 
 
+def _sub_filter(text: str | None) -> dict[str, Any] | None:
+    """The ``--filter`` argument as a JSON object (a usage error otherwise)."""
+    if text is None:
+        return None
+    try:
+        spec = msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise CommandError(
+            f"--filter is not JSON: {text.strip()[:80]!r} ({exc})", EXIT_USAGE
+        ) from None
+    if not isinstance(spec, dict):
+        raise CommandError(f"--filter must be a JSON object, not {text.strip()[:80]!r}", EXIT_USAGE)
+    return spec
+
+
+def _gap_text(gap: Gap) -> str:
+    """What ``sub`` says about a gap (a pattern's has no offset: each topic has its own)."""
+    where = "" if is_pattern(gap.topic) else f" after offset {gap.after_offset}"
+    count = "" if gap.missed is None else f", {gap.missed} missed"
+    return f"{gap.topic}: missed messages{where} ({gap.reason}{count})"
+
+
 def _sub(args: argparse.Namespace) -> int:
     if args.count is not None and args.count < 1:
         raise CommandError("--count must be at least 1", EXIT_USAGE)
     if args.last_n < 0:
         raise CommandError("--last-n must be at least 0", EXIT_USAGE)
+    for topic in args.topics:
+        try:
+            check_pattern(topic)
+        except ValueError as exc:
+            raise CommandError(str(exc), EXIT_USAGE) from None
+        if args.last_n and is_pattern(topic):
+            raise CommandError(f"--last-n cannot be used with a pattern ({topic!r})", EXIT_USAGE)
+    content_filter = _sub_filter(args.filter)
     encoder = msgspec.json.Encoder()
 
     async def main() -> None:
         async with open_client(_ws_url(args.url), api_key=args.api_key) as client:
             seen = 0
             done = trio.Event()
+            # Keys of the latest events printed, oldest first (insertion order).
+            recent: dict[tuple[str, int, str, str], None] = {}
+
+            def show(event: Event) -> None:
+                nonlocal seen
+                key = (event.topic, event.offset, event.id, event.ts)
+                if done.is_set() or key in recent:
+                    return  # --count reached, or printed for another TOPIC that matches it
+                recent[key] = None
+                if len(recent) > RECENT_EVENTS:
+                    del recent[next(iter(recent))]
+                if args.json:
+                    fields: dict[str, Any] = {
+                        "topic": event.topic,
+                        "offset": event.offset,
+                        "id": event.id,
+                        "ts": event.ts,
+                        "payload": msgspec.Raw(event.raw_payload),
+                    }
+                    if event.expires_at is not None:
+                        fields["expires_at"] = event.expires_at
+                    line = encoder.encode(fields).decode()
+                else:
+                    line = f"{event.topic} {event.offset} {event.raw_payload.decode()}"
+                print(line, flush=True)
+                seen += 1
+                if args.count is not None and seen >= args.count:
+                    done.set()
 
             async def follow(topic: str, task_status: trio.TaskStatus[None]) -> None:
-                nonlocal seen
-                async with client.subscribe(topic, last_n=args.last_n) as subscription:
+                async with client.subscribe(
+                    topic, last_n=args.last_n, filter=content_filter
+                ) as subscription:
                     task_status.started()
                     async for item in subscription:
-                        if not isinstance(item, Event):
-                            print(
-                                f"trio-pubsub: {item.topic}: missed messages after offset "
-                                f"{item.after_offset} ({item.reason})",
-                                file=sys.stderr,
-                            )
-                            continue
-                        if args.json:
-                            line = encoder.encode(
-                                {
-                                    "topic": item.topic,
-                                    "offset": item.offset,
-                                    "id": item.id,
-                                    "ts": item.ts,
-                                    "payload": msgspec.Raw(item.raw_payload),
-                                }
-                            ).decode()
+                        if isinstance(item, Event):
+                            show(item)
                         else:
-                            line = f"{item.topic} {item.offset} {item.raw_payload.decode()}"
-                        print(line, flush=True)
-                        seen += 1
-                        if args.count is not None and seen >= args.count:
-                            done.set()
-                            return
+                            print(f"trio-pubsub: {_gap_text(item)}", file=sys.stderr)
 
             async with trio.open_nursery() as nursery:
                 for topic in args.topics:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
-from support import base_url, running
+from support import base_url, create_topics, running
 
 from pubsub import Server
+from pubsub.client import open_client
 
 SCRIPT = str(Path(sys.executable).with_name("trio-pubsub"))
 
@@ -129,3 +131,121 @@ async def test_history_prints_stored_messages_after_an_offset() -> None:
         too_many = await cli(server, "history", "t", "--limit", "5000")
         assert too_many.returncode == 1
         assert b"BAD_REQUEST" in too_many.stderr
+
+
+async def test_sub_with_a_filter_prints_only_matching_events() -> None:
+    async with running() as server:
+        await server.node.create_topic("orders")
+        lines = b"".join(b'{"amount": %d}\n' % amount for amount in (500, 50, 150, 20, 101))
+        published = await cli(server, "pub", "orders", stdin=lines)
+        assert published.returncode == 0, published.stderr
+        big = '{"path": "payload.amount", "op": "gt", "value": 100}'
+        got = await cli(
+            server, "sub", "orders", "--filter", big, "--last-n", "2", "--count", "2", "--json"
+        )
+        assert got.returncode == 0, got.stderr
+        events = [json.loads(line) for line in got.stdout.splitlines()]
+        assert [(e["offset"], e["payload"]) for e in events] == [
+            (3, {"amount": 150}),
+            (5, {"amount": 101}),
+        ]
+        plain = await cli(server, "sub", "orders", "--filter", big, "--last-n", "1", "--count", "1")
+        assert plain.stdout == b'orders 5 {"amount": 101}\n'
+        # A filter the contract's grammar refuses, named by the part that is wrong.
+        refused = await cli(server, "sub", "orders", "--filter", '{"path": "payload", "op": "is"}')
+        assert refused.returncode == 1
+        assert b"BAD_REQUEST" in refused.stderr and b"filter.op" in refused.stderr
+
+
+async def test_bad_v12_arguments_are_usage_errors() -> None:
+    async with running() as server:
+        await server.node.create_topic("t")
+        for args, says in (
+            (["sub", "t", "--filter", "{oops"], b"--filter is not JSON"),
+            (["sub", "t", "--filter", "[1, 2]"], b"--filter must be a JSON object"),
+            (["sub", "orders.*", "--last-n", "1"], b"--last-n cannot be used with a pattern"),
+            (["sub", "orders.eu*"], b"wildcard must be a whole segment"),
+            (["pub", "t", "1", "--ttl-ms", "0"], b"--ttl-ms must be at least 1"),
+        ):
+            refused = await cli(server, *args)
+            assert refused.returncode == 2, args
+            assert says in refused.stderr, (args, refused.stderr)
+
+
+async def test_pub_with_a_ttl_gives_events_an_expiry() -> None:
+    async with running() as server:
+        await server.node.create_topic("t")
+        lasting = await cli(server, "pub", "t", '"lasting"', "--ttl-ms", "60000")
+        assert lasting.returncode == 0, lasting.stderr
+        forever = await cli(server, "pub", "t", '"forever"')
+        assert forever.returncode == 0, forever.stderr
+        got = await cli(server, "sub", "t", "--last-n", "2", "--count", "2", "--json")
+        assert got.returncode == 0, got.stderr
+        first, second = [json.loads(line) for line in got.stdout.splitlines()]
+        assert first["payload"] == "lasting" and first["expires_at"] > first["ts"]
+        assert second["payload"] == "forever" and "expires_at" not in second
+
+
+class Output:
+    """The lines a running command prints, as they come."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self._changed = trio.Event()
+
+    async def collect(self) -> None:
+        assert self.process.stdout is not None
+        text = b""
+        while chunk := await self.process.stdout.receive_some(65536):
+            text += chunk
+            *done, text = text.split(b"\n")
+            self.lines += [line.decode() for line in done]
+            self._changed.set()
+            self._changed = trio.Event()
+
+    async def wait_for(self, done: Callable[[list[str]], bool]) -> None:
+        with trio.fail_after(30):
+            while not done(self.lines):
+                await self._changed.wait()
+
+
+async def test_sub_with_patterns_prints_each_event_once_with_its_topic() -> None:
+    async with running() as server:
+        await create_topics(server, "orders.eu", "orders.us", "stock.eu", "orders.eu.paris")
+        process = await trio.lowlevel.open_process(
+            [SCRIPT, "sub", "orders.*", "*.eu", "--url", base_url(server)],
+            stdout=subprocess.PIPE,
+        )
+        output = Output(process)
+        async with (
+            trio.open_nursery() as nursery,
+            open_client(f"ws://127.0.0.1:{server.port}/ws") as client,
+        ):
+            nursery.start_soon(output.collect)
+            try:
+                # Patterns get live events only. The command subscribes in argument
+                # order and only the last pattern matches stock.eu: once a probe is
+                # printed, both are subscribed.
+                probes = 0
+                while not output.lines:
+                    assert process.returncode is None, f"sub exited with {process.returncode}"
+                    probes += 1
+                    await client.publish("stock.eu", {"probe": probes})
+                await client.publish("orders.eu.paris", "neither")
+                await client.publish("orders.eu", "both")
+                # One last event for each pattern alone: a duplicate of "both"
+                # would be printed before its subscription's last event.
+                await client.publish("orders.us", "first only")
+                await client.publish("stock.eu", "second only")
+                await output.wait_for(lambda lines: sum("only" in line for line in lines) == 2)
+            finally:
+                process.kill()  # which ends output.collect
+        await process.wait()
+        events = [line for line in output.lines if "probe" not in line]
+        assert sorted(events) == [
+            'orders.eu 1 "both"',
+            'orders.us 1 "first only"',
+            f'stock.eu {probes + 1} "second only"',
+        ]
+        assert len(output.lines) == len(set(output.lines))
