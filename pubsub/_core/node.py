@@ -14,6 +14,7 @@ topic-management methods and :meth:`Node.stats`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -518,8 +519,13 @@ class Node:
         patterns = session.patterns
         if patterns is not None and patterns.pop(pattern, 0) != 0:
             self._patterns.remove(pattern, session)
+            # Every matching topic, not only those already received: an attach may
+            # still wait in a topic's inbox, and the detach must follow it there.
+            names = set(session.topics)
+            with contextlib.suppress(PubSubError):  # the engine is away: what is known
+                names.update(await self.engine.topic_names())
             matches = pattern_matcher(pattern)
-            for name in [name for name in session.topics if matches(name)]:
+            for name in sorted(filter(matches, names)):
                 await self._submit(session, name, Detach(pattern))
         session.send(
             encode(Ack(request_id=frame.request_id, topic=pattern, status="ok", ts=ts_now()))
@@ -541,8 +547,14 @@ class Node:
         if not len(self._patterns):
             return
         for pattern, session, wanted in list(self._patterns.match(name)):
-            if session.is_open:
-                await self._submit(session, name, Attach(pattern, wanted, None, from_start=True))
+            try:
+                actor = await self._actor(name)
+            except PubSubError:
+                return  # the engine is away: a rescan follows its return
+            # Still held? (The session may have unsubscribed while this task
+            # waited; its detach went to the topics then, before this attach.)
+            if actor is not None and session.is_open and pattern in (session.patterns or ()):
+                await actor.submit((session, Attach(pattern, wanted, None, from_start=True), 0.0))
 
     async def _take_in_all(self, topics: list[str] | None) -> None:
         """Topics created through other nodes (None: any might have been)."""
@@ -632,7 +644,11 @@ async def open_node(
                     node.burst.before_io_wait(0.0)
             engine_nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        # One failure (usually the caller's own) comes out as itself, not as a group.
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
+        # One failure (usually the caller's own) comes out as itself, not as a
+        # group (of a group: two nurseries wrap it).
+        single: BaseException = group
+        while isinstance(single, BaseExceptionGroup) and len(single.exceptions) == 1:
+            single = single.exceptions[0]
+        if single is not group:
+            raise single from None
         raise
