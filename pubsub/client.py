@@ -70,8 +70,8 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from ._core.filters import Filter, compile_filter
 from ._protocol.errors import ErrorCode, PubSubError, error_for
+from ._protocol.filters import Filter, compile_filter
 from ._protocol.frames import (
     Ack,
     AnyServerFrame,

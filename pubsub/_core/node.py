@@ -34,6 +34,7 @@ from .._protocol.errors import (
     RateLimited,
     TopicNotFound,
 )
+from .._protocol.filters import Filter, compile_filter
 from .._protocol.frames import (
     Ack,
     AnyClientFrame,
@@ -52,7 +53,6 @@ from .._protocol.timestamps import now_ms, ts_now
 from .._settings import Settings
 from .counters import Counters, DeliveryStats, Stats, TopicStats, WebSocketStats
 from .engine import Engine, History, Publication, TopicInfo
-from .filters import Filter, compile_filter
 from .outbox import POLICIES
 from .patterns import PatternIndex, pattern_matcher
 from .ratelimit import TokenBucket

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Generic, TypeVar
 
-from .filters import Filter
+from .._protocol.filters import Filter
 
 K = TypeVar("K")
 

@@ -46,7 +46,7 @@ from .outbox import DISCONNECT, Outbox, Pinned, Policy
 from .ratelimit import TokenBucket
 
 if TYPE_CHECKING:
-    from .filters import Filter
+    from .._protocol.filters import Filter
 
 log = logging.getLogger("pubsub.session")
 

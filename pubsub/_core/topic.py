@@ -19,6 +19,7 @@ import msgspec
 import trio
 
 from .._protocol.errors import LimitExceeded, PubSubError, TopicNotFound
+from .._protocol.filters import Filter, any_of, compile_filter
 from .._protocol.frames import (
     Ack,
     Event,
@@ -32,7 +33,6 @@ from .._protocol.frames import (
 from .._protocol.timestamps import format_ts, ts_now
 from .counters import Counters
 from .engine import Engine, Publication, TopicInfo
-from .filters import Filter, any_of, compile_filter
 from .outbox import expiring_frame
 from .session import Framer, Requester, Session
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pubsub._core.filters import compile_filter
 from pubsub._core.patterns import PatternIndex, pattern_matcher
+from pubsub._protocol.filters import compile_filter
 
 
 @pytest.mark.parametrize(

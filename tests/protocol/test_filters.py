@@ -23,8 +23,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pubsub._core.filters import MAX_DEPTH, MAX_NODES, MAX_SEGMENTS, OPS, compile_filter
 from pubsub._protocol.errors import BadRequest, ErrorCode
+from pubsub._protocol.filters import MAX_DEPTH, MAX_NODES, MAX_SEGMENTS, OPS, compile_filter
 
 
 def cond(op: object, *value: object, path: object = "payload.v") -> dict[str, object]:

@@ -76,7 +76,7 @@ from typing import Any, Final
 
 import msgspec
 
-from .._protocol.errors import BadRequest
+from .errors import BadRequest
 
 #: Levels of nesting a filter may have (a lone condition is 1).
 MAX_DEPTH: Final = 8
