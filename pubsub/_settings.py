@@ -95,6 +95,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     close_timeout: Annotated[
         int, _doc("ms a closing WebSocket waits for the peer's close frame", ge=1)
     ] = 2_000
+    auto_create_topics: Annotated[
+        bool, _doc("create a topic on its first publish or subscribe (off: TOPIC_NOT_FOUND)")
+    ] = False
+    metrics_token: Annotated[
+        str | None,
+        _doc(
+            "a token that opens /metrics alone (Bearer or X-Metrics-Token): "
+            "a scraper needs no API key"
+        ),
+    ] = None
     # v1.2: message TTL.
     message_ttl: Annotated[
         int,

@@ -32,6 +32,7 @@ from .._protocol.errors import (
     LimitExceeded,
     PubSubError,
     RateLimited,
+    TopicExists,
     TopicNotFound,
 )
 from .._protocol.filters import Filter, compile_filter
@@ -452,6 +453,8 @@ class Node:
                 actor = self._actors.get(name)
                 if actor is None or actor.deleted:
                     actor = await self._actor(name)
+                if actor is None and self.settings.auto_create_topics:
+                    actor = await self._auto_create(name, commands)
             except PubSubError as exc:
                 for _, request, _ in commands:
                     session.send_error(exc, request.request_id)
@@ -470,6 +473,15 @@ class Node:
                     request = command[1]
                     error = TopicNotFound(f"topic {name!r} does not exist")
                     session.send_error(error, request.request_id)
+
+    async def _auto_create(self, name: str, commands: list[Command]) -> TopicActor | None:
+        """``AUTO_CREATE_TOPICS``: a publish or subscribe creates its topic (an
+        unsubscribe does not). Raises ``LimitExceeded`` at ``MAX_TOPICS``."""
+        if not any(type(request) in (Publish, Subscribe) for _, request, _ in commands):
+            return None
+        with contextlib.suppress(TopicExists):  # another request created it meanwhile
+            await self.create_topic(name)
+        return await self._actor(name)
 
     # ----------------------------------------------------- wildcard patterns
 

@@ -12,6 +12,7 @@ from support import (
     RawClient,
     close_code,
     create_topics,
+    http,
     publish,
     recv,
     recv_skipping_heartbeats,
@@ -648,3 +649,25 @@ async def test_an_error_in_the_serving_block_ends_it_with_that_error() -> None:
     rest = raised.value.split(KeyError)[1]
     assert raised.value.subgroup(KeyError) is not None
     assert rest is None, rest.exceptions  # nothing else went wrong
+
+
+async def test_auto_create_topics_creates_on_first_publish_or_subscribe_only() -> None:
+    async with (
+        running(auto_create_topics=True, max_topics=2) as server,
+        ws_client(server) as ws,
+        http(server) as rest,
+    ):
+        gone = await request(ws, type="unsubscribe", topic="never", client_id="c")
+        assert gone["error"]["code"] == "TOPIC_NOT_FOUND"  # an unsubscribe creates nothing
+        ack = await subscribe(ws, "made.by.subscribe")
+        assert ack["offset"] == 0 and "epoch" in ack
+        await publish(ws, "made.by.publish", "m1", 1)
+        assert (await recv(ws))["type"] == "ack"
+        names = [t["name"] for t in (await rest.get("/topics")).json()["topics"]]
+        assert names == ["made.by.publish", "made.by.subscribe"]
+        await publish(ws, "one.too.many", "m2", 1)
+        error = await recv(ws)
+        assert error["error"]["code"] == "LIMIT_EXCEEDED"
+    async with running() as server, ws_client(server) as ws:
+        await publish(ws, "nope", "m", 1)
+        assert (await recv(ws))["error"]["code"] == "TOPIC_NOT_FOUND"
