@@ -1,17 +1,22 @@
 """Typed settings with the defaults of PROTOCOL.md: the one place that defines them.
 
-The schema (``Settings``) is separate from loading (``Settings.from_env``,
-``Settings.replace``). Durations are integer milliseconds, sizes bytes, as in
-the seed's environment variables; the field names are the variable names in
-lower case. Each field's ``description`` is its help text (``serve --help``
-and the docs are generated from it), and code that needs seconds asks
+The schema (``Settings``) is separate from loading: ``Settings.replace``
+converts and checks one value at a time, ``Settings.from_env`` reads the
+environment, and ``trio-pubsub serve`` layers a TOML file, the environment and
+its flags on top of each other (:mod:`pubsub._cli.config`). Durations are
+integer milliseconds, sizes bytes, as in the seed's environment variables; the
+field names are the variable names in lower case, which may also carry the
+``PUBSUB_`` prefix (``PUBSUB_PORT`` wins over ``PORT``). Each field's
+``description`` is its help text (``serve --help``, ``config init`` and the
+docs are generated from it), and code that needs seconds asks
 :meth:`Settings.seconds` instead of dividing by 1000 itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Annotated, Any, Final, Literal
+import re
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, Final, Literal, get_args, get_origin
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -37,12 +42,24 @@ Duration = Literal[
 ]
 
 
+#: The environment names of every setting may carry this prefix; it wins over
+#: the plain name when both are set.
+ENV_PREFIX: Final = "PUBSUB_"
+
+
 class SettingsError(ValueError):
-    """A setting has a bad value; the message names the variable."""
+    """A setting has a bad value; the message names the variable.
+
+    Attributes:
+        name: What the user set: the environment variable (``PORT``,
+            ``PUBSUB_PORT``), or whatever a loader names it by.
+        detail: What is wrong with the value (the message without the name).
+    """
 
     def __init__(self, name: str, detail: str) -> None:
         super().__init__(f"{name}: {detail}")
         self.name = name
+        self.detail = detail
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -148,36 +165,31 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
-        """Settings from environment variables (``PORT``, ``MAX_QUEUE_SIZE``, ...).
+        """Settings from environment variables (``PORT``, ``MAX_QUEUE_SIZE``, ...),
+        each also as ``PUBSUB_PORT``, ... (which wins when both are set).
 
         Unset and empty variables keep their defaults.
 
         Raises:
-            SettingsError: a variable has a value its setting does not accept.
+            SettingsError: a variable has a value its setting does not accept
+                (named as it was set, with or without the prefix).
         """
-        values = {
-            name: environ[name.upper()]
-            for name in FIELD_NAMES
-            if environ.get(name.upper(), "") != ""
-        }
-        return cls().replace(**values)
+        converted: dict[str, Any] = {}
+        for name, (variable, raw) in environment(environ, FIELD_NAMES).items():
+            try:
+                converted[name] = convert(name, raw)
+            except SettingsError as exc:
+                raise SettingsError(variable, exc.detail) from None
+        return msgspec.structs.replace(cls(), **converted)
 
     def replace(self, **values: Any) -> Settings:
-        """A copy with ``values`` applied; strings are converted (``"10"`` -> 10).
+        """A copy with ``values`` applied; strings are converted (``"10"`` -> 10,
+        ``"INFO"`` -> ``"info"``).
 
         Raises:
             SettingsError: a value its setting does not accept, or an unknown name.
         """
-        converted: dict[str, Any] = {}
-        for name, raw in values.items():
-            field_type = _FIELD_TYPES.get(name)
-            if field_type is None:
-                raise SettingsError(name.upper(), "unknown setting")
-            try:
-                converted[name] = msgspec.convert(raw, field_type, strict=False)
-            except msgspec.ValidationError as exc:
-                detail = str(exc).removesuffix(" - at `$`")
-                raise SettingsError(name.upper(), f"{detail} (value {raw!r})") from None
+        converted = {name: convert(name, raw) for name, raw in values.items()}
         return msgspec.structs.replace(self, **converted)
 
     def seconds(self, name: Duration) -> float:
@@ -186,9 +198,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return milliseconds / 1000
 
     def public(self) -> dict[str, Any]:
-        """The settings without secrets, for ``/info`` and start-up logs."""
+        """The settings without secrets, for ``/info``, start-up logs and
+        ``config check``: each secret is ``"***"`` when set, ``None`` when not."""
         values = msgspec.structs.asdict(self)
-        values["api_key"] = "***" if self.api_key else None
+        for name in SECRETS:
+            values[name] = "***" if values[name] else None
         values["redis_url"] = _without_password(self.redis_url)
         return values
 
@@ -204,6 +218,75 @@ def _without_password(url: str) -> str:
 
 _FIELD_TYPES: Final[dict[str, Any]] = {f.name: f.type for f in msgspec.structs.fields(Settings)}
 FIELD_NAMES: Final = tuple(_FIELD_TYPES)
+#: The settings that are secrets: masked by :meth:`Settings.public`; ``serve``
+#: also reads each from a file (``API_KEY_FILE``) to keep it out of ``ps``.
+SECRETS: Final = ("api_key", "metrics_token")
+
+
+def _choices(field_type: Any) -> tuple[str, ...] | None:
+    """The values of a ``Literal`` setting (through ``Annotated``), else None."""
+    if get_origin(field_type) is Annotated:
+        field_type = get_args(field_type)[0]
+    if get_origin(field_type) is Literal:
+        return tuple(str(value) for value in get_args(field_type))
+    return None
+
+
+#: Settings with a fixed set of values: matched without regard to case.
+CHOICES: Final[dict[str, tuple[str, ...]]] = {
+    name: choices
+    for name, field_type in _FIELD_TYPES.items()
+    if (choices := _choices(field_type)) is not None
+}
+
+
+def _expected(match: re.Match[str]) -> str:
+    return "expected an integer" if match[1] == "int" else "expected a string"
+
+
+def convert(name: str, raw: Any) -> Any:
+    """The value of setting ``name`` for ``raw`` (a string from the environment
+    or a flag, or a typed value from a file).
+
+    Raises:
+        SettingsError: named ``NAME``; an unknown setting, or a value it does not
+            accept (the message lists the values a fixed-choice setting takes).
+    """
+    field_type = _FIELD_TYPES.get(name)
+    if field_type is None:
+        raise SettingsError(name.upper(), "unknown setting")
+    choices = CHOICES.get(name)
+    if choices is not None:
+        # LOG_LEVEL=INFO is as clear as info: accept any case.
+        if isinstance(raw, str) and raw.lower() in choices:
+            return raw.lower()
+        allowed = ", ".join(choices)
+        raise SettingsError(name.upper(), f"{raw!r} is not one of {allowed} (any case)")
+    try:
+        return msgspec.convert(raw, field_type, strict=False)
+    except msgspec.ValidationError as exc:
+        if field_type is bool or get_args(field_type)[:1] == (bool,):
+            detail = "expected true or false (or 1 or 0)"
+        else:
+            # "Expected `int` >= 1" or "Expected `int`, got `str`": say what was given.
+            detail = str(exc).removesuffix(" - at `$`").replace("`", "")
+            detail = re.sub(r", got \w+$", "", detail).replace(" | null", "")
+            detail = re.sub(r"^Expected (int|str)\b", _expected, detail)
+        raise SettingsError(name.upper(), f"{detail}, not {raw!r}") from None
+
+
+def environment(environ: Mapping[str, str], names: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """Which of ``names`` the environment sets: name -> (variable, value).
+
+    ``PUBSUB_NAME`` wins over ``NAME``; an empty variable counts as unset.
+    """
+    found: dict[str, tuple[str, str]] = {}
+    for name in names:
+        for variable in (ENV_PREFIX + name.upper(), name.upper()):
+            if environ.get(variable, "") != "":
+                found[name] = (variable, environ[variable])
+                break
+    return found
 
 
 def describe(name: str) -> str:

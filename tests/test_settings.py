@@ -206,3 +206,64 @@ def test_every_setting_describes_itself() -> None:
     for name in FIELD_NAMES:
         text = describe(name)
         assert text and text == text.strip(), name
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("LOG_LEVEL", "INFO", "info"),
+        ("LOG_LEVEL", "Warning", "warning"),
+        ("LOG_FORMAT", "JSON", "json"),
+        ("BACKPRESSURE_POLICY", "DISCONNECT", "disconnect"),
+        ("ENGINE", "Memory", "memory"),
+    ],
+)
+def test_fixed_choices_are_accepted_in_any_case(variable: str, value: str, expected: str) -> None:
+    settings = Settings.from_env({variable: value})
+    assert getattr(settings, variable.lower()) == expected
+
+
+@pytest.mark.parametrize(
+    ("variable", "allowed"),
+    [
+        ("LOG_LEVEL", "debug, info, warning, error, critical"),
+        ("LOG_FORMAT", "text, json"),
+        ("BACKPRESSURE_POLICY", "drop_oldest, disconnect"),
+        ("ENGINE", "memory, redis"),
+    ],
+)
+def test_a_refused_choice_names_the_allowed_values(variable: str, allowed: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({variable: "loud"})
+    assert str(info.value) == f"{variable}: 'loud' is not one of {allowed} (any case)"
+
+
+def test_a_refused_boolean_says_what_is_accepted() -> None:
+    assert Settings.from_env({"AUTO_CREATE_TOPICS": "TRUE"}).auto_create_topics is True
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"AUTO_CREATE_TOPICS": "maybe"})
+    assert str(info.value) == (
+        "AUTO_CREATE_TOPICS: expected true or false (or 1 or 0), not 'maybe'"
+    )
+
+
+def test_pubsub_prefixed_variables_win_over_plain_ones() -> None:
+    assert Settings.from_env({"PUBSUB_PORT": "4000"}).port == 4000
+    both = Settings.from_env({"PUBSUB_PORT": "4000", "PORT": "5000", "MAX_TOPICS": "7"})
+    assert (both.port, both.max_topics) == (4000, 7)
+    # An empty prefixed variable is unset: the plain one applies.
+    assert Settings.from_env({"PUBSUB_PORT": "", "PORT": "5000"}).port == 5000
+
+
+def test_an_error_names_the_variable_as_it_was_set() -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"PUBSUB_MAX_QUEUE_SIZE": "0", "MAX_QUEUE_SIZE": "5"})
+    assert info.value.name == "PUBSUB_MAX_QUEUE_SIZE"
+    assert str(info.value) == "PUBSUB_MAX_QUEUE_SIZE: expected an integer >= 1, not '0'"
+
+
+def test_public_hides_every_secret() -> None:
+    settings = Settings.from_env({"API_KEY": "k3y", "METRICS_TOKEN": "t0ken"})
+    public = settings.public()
+    assert (public["api_key"], public["metrics_token"]) == ("***", "***")
+    assert Settings().public()["metrics_token"] is None

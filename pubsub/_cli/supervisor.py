@@ -2,10 +2,16 @@
 
 The supervisor reserves the port (a bound, never listening socket with
 ``SO_REUSEPORT``, so ``--port 0`` picks one port for all), then starts each
-worker as a fresh interpreter (``python -m pubsub serve ...``: spawned, not
+worker as a fresh interpreter (``python -m pubsub serve``: spawned, not
 forked, since valkey-glide refuses a client made before a fork). Every worker
 binds the same port with ``SO_REUSEPORT`` and the kernel spreads connections
 over them; everything they share goes through the engine (Redis).
+
+Each worker reads its configuration from its stdin: the supervisor's own,
+resolved once (file, environment, flags), with the reserved port and one
+worker. So every worker, and every worker started again later, runs with the
+same settings and declared topics even if the file changes meanwhile, and no
+secret goes on a worker's command line or into its environment.
 
 A worker that dies is started again (with a growing delay if it keeps dying at
 once). SIGTERM/SIGINT is forwarded to every worker as SIGTERM (each drains
@@ -21,13 +27,15 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Final
 
+import msgspec
 import trio
 
-from .._settings import Settings
+from .config import Config
 
 log = logging.getLogger("pubsub.supervisor")
 
@@ -59,21 +67,24 @@ class Supervisor:
     """Keeps ``settings.workers`` worker processes running on one port.
 
     Args:
-        settings: The validated settings (``workers`` > 1).
-        serve_args: The command line after ``serve`` (passed on to each worker,
-            with the reserved port and ``--workers 1`` appended).
+        config: The checked configuration (``workers`` > 1): each worker gets
+            it on its stdin, with the reserved port and one worker.
     """
 
-    def __init__(self, settings: Settings, serve_args: Sequence[str]) -> None:
-        self.settings = settings
-        self.serve_args = list(serve_args)
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.settings = config.settings
         self.port = 0
         self.stopping = trio.Event()
         self.processes: dict[int, trio.Process] = {}
 
     def command(self) -> list[str]:
-        flags = [*self.serve_args, "--port", str(self.port), "--workers", "1"]
-        return [sys.executable, "-m", "pubsub", "serve", *flags]
+        return [sys.executable, "-m", "pubsub", "serve"]
+
+    def worker_config(self) -> bytes:
+        """What each worker reads from its stdin."""
+        settings = self.settings.replace(port=self.port, workers=1)
+        return msgspec.json.encode(msgspec.structs.replace(self.config, settings=settings))
 
     async def run(self) -> None:
         settings = self.settings
@@ -100,9 +111,12 @@ class Supervisor:
         env = {**os.environ, WORKER_ENV: str(number), SUPERVISOR_ENV: str(os.getpid())}
         while not self.stopping.is_set():
             started = trio.current_time()
-            process = await trio.lowlevel.open_process(self.command(), env=env, process_group=0)
+            process = await trio.lowlevel.open_process(
+                self.command(), env=env, process_group=0, stdin=subprocess.PIPE
+            )
             self.processes[number] = process
             log.info("worker %d started (pid %d)", number, process.pid)
+            await self._hand_config(process)
             if self.stopping.is_set():
                 process.send_signal(signal.SIGTERM)  # the stop came while it was spawned
             code = await process.wait()
@@ -121,6 +135,15 @@ class Supervisor:
             )
             with trio.move_on_after(delay):
                 await self.stopping.wait()
+
+    async def _hand_config(self, process: trio.Process) -> None:
+        assert process.stdin is not None
+        try:
+            await process.stdin.send_all(self.worker_config())
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the worker died at once: the restart below deals with it
+        finally:
+            await process.stdin.aclose()
 
     async def _watch_signals(self, nursery: trio.Nursery) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

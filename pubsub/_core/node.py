@@ -15,6 +15,7 @@ topic-management methods and :meth:`Node.stats`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import socket
@@ -67,6 +68,8 @@ from .session import (
     expired_notice_for,
 )
 from .topic import Attach, Command, DeleteTopic, Detach, Request, TopicActor
+
+log = logging.getLogger("pubsub.node")
 
 #: The most commands a topic actor takes from its inbox in one wake-up.
 MAX_BATCH: Final = 512
@@ -188,6 +191,11 @@ class Node:
         if message_ttl_ms is None:
             message_ttl_ms = self.settings.message_ttl
         info = await self.engine.create_topic(name, message_ttl_ms)
+        log.info(
+            "topic %s created",
+            name,
+            extra={"event": "topic_created", "topic": name, "message_ttl_ms": message_ttl_ms},
+        )
         await self._take_in(name)
         return info
 
@@ -207,6 +215,7 @@ class Node:
         self._forget_if_deleted(name, actor)
         if command.error is not None:
             raise command.error
+        log.info("topic %s deleted", name, extra={"event": "topic_deleted", "topic": name})
 
     async def topic(self, name: str) -> TopicInfo:
         """One topic as the engine knows it. Raises ``TopicNotFound``."""

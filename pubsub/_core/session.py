@@ -509,6 +509,24 @@ class Session:
         self.delivered -= discarded
         self._counters.delivered -= discarded
         limit = self.outbox.max_frames
+        log.warning(
+            "connection %s (client_id %r) closed as a slow consumer: outbox full (%d frames)",
+            self.connection_id,
+            self.client_id,
+            limit,
+            extra={
+                "event": "slow_consumer_disconnect",
+                "connection_id": self.connection_id,
+                "client_id": self.client_id,
+                "reason": "outbox_full",
+                "max_queue_size": limit,
+                "discarded": discarded,
+                "received": self.received,
+                "published": self.published,
+                "delivered": self.delivered,
+                "dropped": self.dropped,
+            },
+        )
         self.fail(
             SlowConsumer(f"outbox full ({limit} frames): the connection is not reading fast enough")
         )

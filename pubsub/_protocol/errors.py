@@ -193,7 +193,14 @@ def error_for(
     return _TYPED[code](message, request_id)
 
 
-class _ErrorBody(msgspec.Struct, frozen=True, omit_defaults=True):
+class RestError(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Every REST error: the error code, a message saying what is wrong, and the time.
+
+    ``error`` is an :class:`ErrorCode` value, or the HTTP reason (``NOT_FOUND``)
+    for routing errors outside the contract. The OpenAPI document's error
+    schema is generated from this type.
+    """
+
     error: str
     message: str
     ts: str
@@ -211,4 +218,4 @@ def error_body(code: ErrorCode | str, message: str, retry_after_ms: int | None =
     (``NOT_FOUND``) for routing errors.
     """
     name = code.value if isinstance(code, ErrorCode) else code
-    return _encode_body(_ErrorBody(name, message, ts_now(), retry_after_ms))
+    return _encode_body(RestError(name, message, ts_now(), retry_after_ms))

@@ -39,7 +39,8 @@ from .._protocol.websocket import (
     iter_server_frames,
     sendable_close_code,
 )
-from .auth import allowed
+from .auth import allowed, refused
+from .logs import connection_closed, connection_logging, connection_opened
 from .metrics import Metrics
 from .transport import handle_texts
 
@@ -59,6 +60,8 @@ async def serve_asgi_websocket(node: Node, draining: bool, metrics: Metrics) -> 
         return _refuse(503, ErrorCode.UNAVAILABLE, "server shutting down")
     header, query = websocket.headers.get("X-API-Key"), websocket.args.get("api_key")
     if not allowed(settings.api_key, header, query):
+        given = header is not None or query is not None
+        refused("asgi", "/ws", websocket.remote_addr, key_given=given)
         return _refuse(401, ErrorCode.UNAUTHORIZED, "missing or wrong API key")
     await websocket.accept()
     try:
@@ -68,6 +71,9 @@ async def serve_asgi_websocket(node: Node, draining: bool, metrics: Metrics) -> 
         await websocket.close(CLOSE_TRY_AGAIN_LATER, exc.code.value)
         return None
     session.idle_timeout = False
+    logged = connection_logging()
+    if logged:
+        connection_opened(session, websocket.remote_addr, "asgi")
     try:
         welcome = info_frame("connected", connection_id=session.connection_id, node_id=node.node_id)
         await websocket.send(welcome.decode())
@@ -76,6 +82,8 @@ async def serve_asgi_websocket(node: Node, draining: bool, metrics: Metrics) -> 
             await _read(node, session)
     finally:
         node.close_session(session)
+        if logged:
+            connection_closed(session)
     return None
 
 

@@ -1,15 +1,20 @@
-"""REST on quart-trio: topic management, health, stats, info and metrics.
+"""REST on quart-trio: topic management, health, stats, info, metrics and the
+API's own descriptions.
 
 No broker logic lives here: every route translates HTTP to one node call and
-a typed error to the contract's JSON error body. The app also serves ``/ws``
-upgrades that arrive on a connection that already carried HTTP requests
-(:mod:`pubsub._server.asgi_ws`).
+a typed error to the contract's JSON error body; answers are encoded from the
+types of :mod:`pubsub._server.bodies`, which the OpenAPI document is generated
+from. The app also serves ``/ws`` upgrades that arrive on a connection that
+already carried HTTP requests (:mod:`pubsub._server.asgi_ws`).
+
+Auth (``API_KEY``): every path needs the key but ``/health``, ``/openapi.json``
+and ``/schema/frames.json`` (they describe the API and hold no data);
+``/metrics`` also opens to ``METRICS_TOKEN``.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import platform
 import time
 import uuid
@@ -32,33 +37,37 @@ from .._protocol.errors import (
     Unavailable,
     error_body,
 )
-from .._protocol.frames import Message, MessageId, NonNegative, Positive
+from .._protocol.frames import Message
 from .._protocol.timestamps import format_ts, ts_now
 from .._version import __version__
 from .asgi_ws import serve_asgi_websocket
-from .auth import allowed
+from .auth import allowed, metrics_allowed, refused
+from .bodies import (
+    DEFAULT_HISTORY_LIMIT,
+    CreateTopic,
+    EngineStatus,
+    Health,
+    HealthStatus,
+    Memory,
+    MessageHistory,
+    PublishResult,
+    RestMessage,
+    ServiceInfo,
+    StoredMessage,
+    TopicCreated,
+    TopicDeleted,
+    TopicDetail,
+    TopicList,
+    TopicSummary,
+    stats_report,
+)
 from .metrics import Metrics
+from .schemas import FRAMES_FILE, OPENAPI_FILE, generated
 
 JSON: Final = "application/json"
-#: Messages a history call returns without ``limit``.
-DEFAULT_HISTORY_LIMIT: Final = 100
+#: Paths that need no API key: health checks, and the API's descriptions.
+OPEN_PATHS: Final = frozenset({"/health", "/openapi.json", "/schema/frames.json"})
 T = TypeVar("T")
-_PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-class CreateTopic(msgspec.Struct, frozen=True):
-    name: str
-    #: Message TTL (v1.2) of the topic's messages; None: ``MESSAGE_TTL``.
-    message_ttl_ms: NonNegative | None = None
-
-
-class RestMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The body of ``POST /topics/{name}/messages``."""
-
-    payload: msgspec.Raw
-    id: MessageId | None = None
-    #: Message TTL (v1.2): replaces the topic's for this message.
-    ttl_ms: Positive | None = None
 
 
 def decode_body(body: str | bytes, kind: type[T]) -> T:
@@ -89,16 +98,6 @@ class ServerState:
 
     def __init__(self) -> None:
         self.draining = False
-
-
-def rss_mb() -> float:
-    """Resident memory of this process in MB (Linux /proc; 0.0 elsewhere)."""
-    try:
-        with open("/proc/self/statm", "rb") as statm:
-            pages = int(statm.read().split()[1])
-    except (OSError, IndexError, ValueError):
-        return 0.0
-    return round(pages * _PAGE_SIZE / 1_048_576, 2)
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -146,22 +145,47 @@ def _subscribers(node: Node, info: TopicInfo) -> int:
     return info.subscribers if info.subscribers is not None else node.local_subscribers(info.name)
 
 
-def _engine_status(node: Node) -> dict[str, str]:
+def _engine_status(node: Node) -> EngineStatus:
     engine = node.engine
-    return {"kind": engine.kind, "status": "ok" if engine.available else "unavailable"}
+    return EngineStatus(engine.kind, "ok" if engine.available else "unavailable")
 
 
 def create_app(node: Node, state: ServerState, metrics: Metrics) -> QuartTrio:
     """The REST application for ``node``."""
     settings = node.settings
-    app = QuartTrio("pubsub")
+    app = QuartTrio("pubsub", static_folder=None)  # no /static route: nothing to serve
     app.config["MAX_CONTENT_LENGTH"] = settings.max_message_size
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
 
     @app.before_request
     async def authenticate() -> Response | None:
-        if request.path == "/health" or allowed(settings.api_key, request.headers.get("X-API-Key")):
+        path = request.path
+        if path in OPEN_PATHS:
             return None
+        headers = request.headers
+        key = headers.get("X-API-Key")
+        if path == "/metrics":
+            authorization = headers.get("Authorization")
+            token = headers.get("X-Metrics-Token")
+            if metrics_allowed(
+                settings.api_key,
+                settings.metrics_token,
+                key_header=key,
+                authorization=authorization,
+                token_header=token,
+            ):
+                return None
+            given = key is not None or authorization is not None or token is not None
+            refused("rest", path, request.remote_addr, key_given=given)
+            response = error_response(
+                Unauthorized("missing or wrong X-API-Key header or metrics token")
+            )
+            if settings.metrics_token is not None:
+                response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return response
+        if allowed(settings.api_key, key):
+            return None
+        refused("rest", path, request.remote_addr, key_given=key is not None)
         return error_response(Unauthorized("missing or wrong X-API-Key header"))
 
     @app.errorhandler(PubSubError)
@@ -187,40 +211,40 @@ def create_app(node: Node, state: ServerState, metrics: Metrics) -> QuartTrio:
     async def create_topic() -> Response:
         body = decode_body(await request.get_data(cache=False), CreateTopic)
         info = await node.create_topic(body.name, body.message_ttl_ms)
-        return _json({"status": "created", "topic": info.name, "ts": ts_now()}, 201)
+        return _json(TopicCreated("created", info.name, ts_now()), 201)
 
     @app.delete("/topics/<name>")
     async def delete_topic(name: str) -> Response:
         await node.delete_topic(name)
-        return _json({"status": "deleted", "topic": name, "ts": ts_now()})
+        return _json(TopicDeleted("deleted", name, ts_now()))
 
     @app.get("/topics")
     async def list_topics() -> Response:
         topics = [
-            {
-                "name": info.name,
-                "subscribers": _subscribers(node, info),
-                "messages": info.offset,
-                "created_at": format_ts(info.created_at),
-            }
+            TopicSummary(
+                name=info.name,
+                subscribers=_subscribers(node, info),
+                messages=info.offset,
+                created_at=format_ts(info.created_at),
+            )
             for info in await node.topics()
         ]
-        return _json({"topics": topics})
+        return _json(TopicList(topics))
 
     @app.get("/topics/<name>")
     async def show_topic(name: str) -> Response:
         info = await node.topic(name)
         return _json(
-            {
-                "name": info.name,
-                "subscribers": _subscribers(node, info),
-                "messages": info.offset,
-                "stored": info.stored,
-                "offset": info.offset,
-                "epoch": info.epoch,
-                "message_ttl_ms": info.message_ttl_ms,
-                "created_at": format_ts(info.created_at),
-            }
+            TopicDetail(
+                name=info.name,
+                subscribers=_subscribers(node, info),
+                messages=info.offset,
+                stored=info.stored,
+                offset=info.offset,
+                epoch=info.epoch,
+                message_ttl_ms=info.message_ttl_ms,
+                created_at=format_ts(info.created_at),
+            )
         )
 
     limits = AddressLimits(settings.rest_rate_limit) if settings.rest_rate_limit else None
@@ -235,16 +259,7 @@ def create_app(node: Node, state: ServerState, metrics: Metrics) -> QuartTrio:
         body = decode_body(await request.get_data(cache=False), RestMessage)
         message = Message(id=body.id or uuid.uuid4().hex, payload=body.payload)
         answer = await node.publish(name, message, body.ttl_ms)
-        return _json(
-            {
-                "status": "published",
-                "topic": name,
-                "id": message.id,
-                "offset": answer.offset,
-                "ts": answer.ts,
-            },
-            201,
-        )
+        return _json(PublishResult("published", name, message.id, answer.offset, answer.ts), 201)
 
     @app.get("/topics/<name>/messages")
     async def history(name: str) -> Response:
@@ -252,23 +267,15 @@ def create_app(node: Node, state: ServerState, metrics: Metrics) -> QuartTrio:
         limit = query_int("limit", DEFAULT_HISTORY_LIMIT, most=MAX_HISTORY_LIMIT)
         found = await node.history(name, since, limit)
         messages = [
-            {
-                "offset": p.offset,
-                "ts": p.ts,
-                "message": p.message,
-                "expires_at": format_ts(p.expires),
-            }
-            if p.expires
-            else {"offset": p.offset, "ts": p.ts, "message": p.message}
+            StoredMessage(p.offset, p.ts, p.message, format_ts(p.expires) if p.expires else None)
             for p in found.publications
         ]
-        return _json(
-            {"topic": name, "epoch": found.epoch, "offset": found.offset, "messages": messages}
-        )
+        return _json(MessageHistory(name, found.epoch, found.offset, messages))
 
     @app.get("/health")
     async def health() -> Response:
         engine = node.engine
+        status: HealthStatus
         if state.draining:
             status = "draining"
         elif not engine.available:
@@ -281,32 +288,35 @@ def create_app(node: Node, state: ServerState, metrics: Metrics) -> QuartTrio:
                 topics = await node.topic_count()
             except Unavailable:
                 status = "unavailable"
-        body = {
-            "status": status,
-            "uptime_sec": node.uptime_sec(),
-            "topics": topics,
-            "subscribers": node.total_subscribers(),
-            "engine": _engine_status(node),
-        }
+        body = Health(
+            status=status,
+            uptime_sec=node.uptime_sec(),
+            topics=topics,
+            subscribers=node.total_subscribers(),
+            engine=_engine_status(node),
+        )
         return _json(body, 200 if status == "ok" else 503)
 
     @app.get("/stats")
     async def stats() -> Response:
-        body = msgspec.structs.asdict(await node.stats())
-        body["memory"] = {"rss_mb": rss_mb()}
-        return _json(body)
+        rss = metrics.resident_memory_bytes()
+        memory = Memory(rss_mb=round(rss / 1_048_576, 2) if rss is not None else 0.0)
+        return _json(stats_report(await node.stats(), memory))
+
+    # The settings without secrets (API_KEY, METRICS_TOKEN, the Redis password).
+    config = msgspec.structs.replace(settings, **settings.public())
 
     @app.get("/info")
     async def info() -> Response:
         return _json(
-            {
-                "service": "trio-pubsub",
-                "version": __version__,
-                "python": platform.python_version(),
-                "node_id": node.node_id,
-                "engine": _engine_status(node),
-                "config": settings.public(),
-            }
+            ServiceInfo(
+                service="trio-pubsub",
+                version=__version__,
+                python=platform.python_version(),
+                node_id=node.node_id,
+                engine=_engine_status(node),
+                config=config,
+            )
         )
 
     @app.get("/metrics")
@@ -318,6 +328,15 @@ def create_app(node: Node, state: ServerState, metrics: Metrics) -> QuartTrio:
             stats = await node.stats(local=True)
         exposition = metrics.exposition(stats, engine_available=node.engine.available)
         return Response(exposition, content_type="text/plain; version=0.0.4")
+
+    # Generated on the first request (once per process), not at start-up.
+    @app.get("/openapi.json")
+    async def openapi() -> Response:
+        return Response(generated()[OPENAPI_FILE], content_type=JSON)
+
+    @app.get("/schema/frames.json")
+    async def frame_schema() -> Response:
+        return Response(generated()[FRAMES_FILE], content_type=JSON)
 
     @app.websocket("/ws")
     async def websocket_on_reused_connection() -> Response | None:

@@ -1,18 +1,33 @@
 """Prometheus metrics: counters and gauges read from a stats snapshot at scrape
 time, so the hot path pays nothing for them, plus one histogram of
-publish-to-write latency fed by a sampler."""
+publish-to-write latency fed by a sampler.
+
+The registry also holds prometheus-client's standard collectors (``process_*``:
+CPU, resident memory, open file descriptors; ``python_info``; ``python_gc_*``),
+all read at scrape time, and ``trio_pubsub_build_info``.
+"""
 
 from __future__ import annotations
 
+import platform
 import time
 from collections.abc import Iterator
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .._core.counters import Counters, Stats
+from .._version import __version__
 
 #: Seconds from the reader receiving a publish to the writer handing its event
 #: to a subscriber's socket.
@@ -118,12 +133,33 @@ class _StatsCollector(Collector):
 
 
 class Metrics:
-    """The node's Prometheus registry (``counters``: the node's)."""
+    """The node's Prometheus registry.
 
-    def __init__(self, counters: Counters) -> None:
+    Args:
+        counters: The node's counters.
+        node_id: The node's ``NODE_ID`` (a label of ``trio_pubsub_build_info``).
+        engine: The engine's kind (``memory`` or ``redis``), a label too.
+    """
+
+    def __init__(self, counters: Counters, *, node_id: str, engine: str) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._collector = _StatsCollector(counters)
         self.registry.register(self._collector)
+        self._process = ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        Info(
+            "trio_pubsub_build",
+            "The broker's version, Python version, engine and node id (value 1)",
+            registry=self.registry,
+        ).info(
+            {
+                "version": __version__,
+                "python": platform.python_version(),
+                "engine": engine,
+                "node_id": node_id,
+            }
+        )
         self.latency = Histogram(
             "pubsub_publish_to_write_seconds",
             "Publish received to event written to the subscriber's socket (sampled)",
@@ -137,3 +173,11 @@ class Metrics:
         self._collector.stats = stats
         self._collector.engine_available = engine_available
         return generate_latest(self.registry)
+
+    def resident_memory_bytes(self) -> float | None:
+        """The process's resident memory, as ``process_resident_memory_bytes``
+        reports it (None where the process collector cannot read ``/proc``)."""
+        for metric in self._process.collect():
+            if metric.name == "process_resident_memory_bytes":
+                return metric.samples[0].value
+        return None

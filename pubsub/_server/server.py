@@ -198,7 +198,7 @@ class Server:
         settings = self.settings
         async with open_node(settings, self.engine, framer=text_frame) as node:
             self._node = node
-            metrics = Metrics(node.counters)
+            metrics = Metrics(node.counters, node_id=node.node_id, engine=node.engine.kind)
             app = ASGIWrapper(create_app(node, self.state, metrics))
             config = HypercornConfig()
             config.keep_alive_timeout = max(settings.seconds("connection_timeout"), 5.0)
@@ -219,7 +219,7 @@ class Server:
                 await self._run(node, handler, context, task_status)
                 await lifespan.wait_for_shutdown()
                 lifespan_nursery.cancel_scope.cancel()
-        log.info("stopped")
+        log.info("stopped", extra={"event": "stopped"})
 
     async def _run(
         self,
@@ -247,6 +247,12 @@ class Server:
                     self.port,
                     settings.host,
                     self.port,
+                    extra={
+                        "event": "listening",
+                        "host": settings.host,
+                        "port": self.port,
+                        "node_id": node.node_id,
+                    },
                 )
                 gc.collect()
                 gc.freeze()  # start-up objects never need scanning again
@@ -258,7 +264,12 @@ class Server:
 
     async def _drain(self, node: Node, context: WorkerContext) -> None:
         """Refuse new WebSockets, tell every client, flush for at most SHUTDOWN_TIMEOUT."""
-        log.info("shutting down: draining %d connections", len(node.sessions()))
+        connections = len(node.sessions())
+        log.info(
+            "shutting down: draining %d connections",
+            connections,
+            extra={"event": "draining", "connections": connections},
+        )
         self.state.draining = True
         notice = info_frame("shutting_down")
         for session in node.sessions():

@@ -30,7 +30,6 @@ from .._protocol.errors import (
     PubSubError,
 )
 from .._protocol.frames import AnyClientFrame, decode_client_frame, error_frame, info_frame
-from .._protocol.timestamps import now_ms
 from .._protocol.websocket import (
     PING_FRAME,
     Closed,
@@ -41,7 +40,8 @@ from .._protocol.websocket import (
     Text,
     text_frame,
 )
-from .auth import allowed
+from .auth import allowed, refused
+from .logs import connection_closed, connection_logging, connection_opened, peer_name
 
 log = logging.getLogger("pubsub.transport")
 
@@ -80,6 +80,7 @@ async def serve_websocket(
         return
     header, query = handshake.header(b"x-api-key"), handshake.query("api_key")
     if not allowed(settings.api_key, header, query):
+        refused("ws", "/ws", _peer(stream), key_given=header is not None or query is not None)
         await stream.send_all(
             handshake.reject(401, ErrorCode.UNAUTHORIZED, "missing or wrong API key")
         )
@@ -97,24 +98,26 @@ async def serve_websocket(
             + reader.close(CLOSE_TRY_AGAIN_LATER, exc.code.value)
         )
         return
+    # Asked once per connection: with debug off, connection events cost nothing more.
+    logged = connection_logging()
+    if logged:
+        connection_opened(session, _peer(stream), "ws")
     try:
         welcome = info_frame("connected", connection_id=session.connection_id, node_id=node.node_id)
         await send_all(stream, accept + text_frame(welcome))
         await Connection(stream, reader, session, node, writers, observe_latency).run()
     finally:
         node.close_session(session)
-        log.debug(
-            "%s (client_id %r) closed after %.1f s: %s; received %d, published %d, "
-            "delivered %d, dropped %d",
-            session.connection_id,
-            session.client_id,
-            (now_ms() - session.connected_at) / 1000,
-            session.close_reason,
-            session.received,
-            session.published,
-            session.delivered,
-            session.dropped,
-        )
+        if logged:
+            connection_closed(session)
+
+
+def _peer(stream: trio.SocketStream) -> str | None:
+    """The peer's ``host:port`` (None once the socket is gone)."""
+    try:
+        return peer_name(stream.socket.getpeername())
+    except OSError:
+        return None
 
 
 def write_at_once(fd: int, data: bytes) -> memoryview | None:

@@ -4,31 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import trio
 from support import base_url, create_topics, running
 
-from pubsub import Server
 from pubsub.client import open_client
 
-SCRIPT = str(Path(sys.executable).with_name("trio-pubsub"))
-
-
-async def cli(
-    server: Server | None, *args: str, stdin: bytes = b"", url: str | None = None
-) -> subprocess.CompletedProcess[bytes]:
-    target = url or (base_url(server) if server else "")
-    with trio.fail_after(60):
-        return await trio.run_process(
-            [SCRIPT, *args, "--url", target],
-            stdin=stdin,
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
+from .shell import SCRIPT, Output, cli
 
 
 async def test_topics_commands() -> None:
@@ -186,30 +169,6 @@ async def test_pub_with_a_ttl_gives_events_an_expiry() -> None:
         assert second["payload"] == "forever" and "expires_at" not in second
 
 
-class Output:
-    """The lines a running command prints, as they come."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.lines: list[str] = []
-        self._changed = trio.Event()
-
-    async def collect(self) -> None:
-        assert self.process.stdout is not None
-        text = b""
-        while chunk := await self.process.stdout.receive_some(65536):
-            text += chunk
-            *done, text = text.split(b"\n")
-            self.lines += [line.decode() for line in done]
-            self._changed.set()
-            self._changed = trio.Event()
-
-    async def wait_for(self, done: Callable[[list[str]], bool]) -> None:
-        with trio.fail_after(30):
-            while not done(self.lines):
-                await self._changed.wait()
-
-
 async def test_sub_with_patterns_prints_each_event_once_with_its_topic() -> None:
     async with running() as server:
         await create_topics(server, "orders.eu", "orders.us", "stock.eu", "orders.eu.paris")
@@ -249,3 +208,96 @@ async def test_sub_with_patterns_prints_each_event_once_with_its_topic() -> None
             f'stock.eu {probes + 1} "second only"',
         ]
         assert len(output.lines) == len(set(output.lines))
+
+
+async def test_topics_list_json_prints_one_object_per_topic() -> None:
+    async with running() as server:
+        await create_topics(server, "a", "b")
+        listed = await cli(server, "topics", "list", "--json")
+        assert listed.returncode == 0, listed.stderr
+        topics = [json.loads(line) for line in listed.stdout.splitlines()]
+        assert [(t["name"], t["subscribers"], t["messages"]) for t in topics] == [
+            ("a", 0, 0),
+            ("b", 0, 0),
+        ]
+
+
+async def test_pub_raw_publishes_each_line_as_a_string() -> None:
+    async with running() as server:
+        await server.node.create_topic("t")
+        lines = b'plain text\n{"not": "parsed"}\n\nlast line without a newline'
+        published = await cli(server, "pub", "t", "--raw", stdin=lines)
+        assert published.returncode == 0, published.stderr
+        single = await cli(server, "pub", "t", "--raw", "an argument too")
+        assert single.returncode == 0, single.stderr
+        got = await cli(server, "history", "t", "--json")
+        payloads = [json.loads(line)["message"]["payload"] for line in got.stdout.splitlines()]
+        assert payloads == [
+            "plain text",
+            '{"not": "parsed"}',
+            "",
+            "last line without a newline",
+            "an argument too",
+        ]
+
+
+async def test_pub_stops_at_the_first_bad_line_naming_it() -> None:
+    async with running() as server:
+        await server.node.create_topic("t")
+        published = await cli(server, "pub", "t", stdin=b'1\nhello\n{"n": 3}\n')
+        assert published.returncode == 2
+        assert published.stderr.startswith(b"trio-pubsub: line 2: not JSON: 'hello'")
+        assert b"--raw" in published.stderr  # the way to publish text
+        got = await cli(server, "history", "t", "--json")
+        assert [json.loads(line)["message"]["payload"] for line in got.stdout.splitlines()] == [1]
+
+
+async def test_pub_keep_going_reports_each_bad_line_and_exits_1() -> None:
+    async with running() as server:
+        await server.node.create_topic("t")
+        lines = b'1\nhello\n{"n": 3}\n[oops\n"five"\n'
+        published = await cli(server, "pub", "t", "--keep-going", stdin=lines)
+        assert published.returncode == 1
+        errors = published.stderr.decode().splitlines()
+        assert [line.split(":")[1].strip() for line in errors[:2]] == ["line 2", "line 4"]
+        assert "not JSON" in errors[0] and "not JSON" in errors[1]
+        assert errors[2] == "trio-pubsub: 2 of 5 lines were not published"
+        assert len(errors) == 3
+        got = await cli(server, "history", "t", "--json")
+        payloads = [json.loads(line)["message"]["payload"] for line in got.stdout.splitlines()]
+        assert payloads == [1, {"n": 3}, "five"]
+        # A line the server refuses is reported the same way, and the run goes on.
+        missing = await cli(server, "pub", "nope", "--keep-going", stdin=b"1\n2\n")
+        assert missing.returncode == 1
+        assert missing.stderr.decode().splitlines() == [
+            "trio-pubsub: line 1: TOPIC_NOT_FOUND: topic 'nope' does not exist",
+            "trio-pubsub: line 2: TOPIC_NOT_FOUND: topic 'nope' does not exist",
+            "trio-pubsub: 2 of 2 lines were not published",
+        ]
+        clean = await cli(server, "pub", "t", "--keep-going", stdin=b"6\n")
+        assert (clean.returncode, clean.stderr) == (0, b"")
+        with_argument = await cli(server, "pub", "t", "1", "--keep-going")
+        assert with_argument.returncode == 2
+
+
+async def test_a_url_that_names_no_broker_is_bad_usage() -> None:
+    cases = [(url, ["stats"]) for url in ("localhost:3000", "http://", "http://127.0.0.1:99999")]
+    cases += [("foo", command) for command in (["stats"], ["sub", "t"], ["pub", "t", "1"])]
+    for url, command in cases:
+        refused = await cli(None, *command, url=url)
+        assert refused.returncode == 2, (url, command)
+        assert refused.stderr.startswith(f"trio-pubsub: --url {url!r} ".encode()), refused.stderr
+
+
+async def test_the_api_key_can_come_from_a_file(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("k\n")
+    async with running(api_key="k") as server:
+        await server.node.create_topic("t")
+        allowed = await cli(server, "pub", "t", "1", "--api-key-file", str(key_file))
+        assert allowed.returncode == 0, allowed.stderr
+        listed = await cli(server, "topics", "list", "--api-key-file", str(key_file))
+        assert listed.returncode == 0, listed.stderr
+        missing = await cli(server, "stats", "--api-key-file", str(tmp_path / "nope"))
+        assert missing.returncode == 2
+        assert missing.stderr.startswith(b"trio-pubsub: --api-key-file: cannot read ")

@@ -1,4 +1,7 @@
-"""REST over real HTTP on 127.0.0.1: topics CRUD, health, stats, info, metrics, auth."""
+"""REST over real HTTP on 127.0.0.1: topics CRUD, health, stats, info, metrics, auth.
+
+(Metrics' standard collectors, METRICS_TOKEN and log events: test_observability;
+the OpenAPI document and the frame schema: test_schemas.)"""
 
 from __future__ import annotations
 
@@ -146,10 +149,11 @@ async def test_health_stats_info_metrics() -> None:
             assert "pubsub_publish_to_write_seconds_bucket" in text
 
 
-async def test_api_key_guards_everything_but_health() -> None:
+async def test_api_key_guards_everything_but_health_and_the_api_descriptions() -> None:
     async with running(api_key="s3cret") as server, http(server) as client:
-        assert (await client.get("/health")).status_code == 200
-        for path in ("/topics", "/stats", "/info", "/metrics"):
+        for path in ("/health", "/openapi.json", "/schema/frames.json"):
+            assert (await client.get(path)).status_code == 200, path
+        for path in ("/topics", "/topics/t", "/topics/t/messages", "/stats", "/info", "/metrics"):
             denied = await client.get(path)
             assert denied.status_code == 401
             assert denied.json()["error"] == "UNAUTHORIZED"
