@@ -1,8 +1,9 @@
-"""A Python client for trio-pubsub, on trio-websocket.
+"""A Python client for trio-pubsub, on AnyIO: the same client under Trio
+(``trio.run``) and asyncio (``asyncio.run``), plus a blocking one for scripts.
 
 Example::
 
-    async with open_client("ws://127.0.0.1:3000/ws", client_id="me") as client:
+    async with open_client("ws://127.0.0.1:3000", client_id="me") as client:
         ack = await client.publish("orders.eu", {"amount": 99.99}, ttl_ms=60_000)
         big = {"path": "payload.amount", "op": "gt", "value": 50}
         async with client.subscribe("orders.*", filter=big) as sub:
@@ -41,6 +42,27 @@ or pattern subscription cannot, and gets a ``Gap`` with ``missed=None`` for
 every ``messages_dropped`` notice of the connection; expired messages are never
 a gap.
 
+URLs: ``ws://`` or ``http://`` (plain TCP), ``wss://`` or ``https://`` (TLS,
+checked against the system's CAs unless ``ssl_context`` says otherwise). A URL
+without a path means the broker's ``/ws`` endpoint, so ``ws://host:3000``,
+``http://host:3000`` and ``ws://host:3000/ws`` are the same; another path is
+kept as given. The WebSocket is wsproto over :func:`anyio.connect_tcp`
+(``pubsub._client_ws``).
+
+Scripts that have no event loop use :func:`connect_sync`: a
+:class:`SyncClient` runs the client on an event loop in a background thread
+(its docstring has the threading model)::
+
+    with connect_sync("http://127.0.0.1:3000") as client:
+        client.publish("orders.eu", {"amount": 99.99})
+        with client.subscribe("orders.*", timeout=5) as sub:
+            for item in sub:  # ends after 5 s without an event
+                print(item)
+
+Requests may be cancelled (a timeout around ``publish``, say): one cancelled
+while its frame was being written drops the connection rather than leave half
+a frame on it, and the client reconnects as after any loss.
+
 Because the buffers are shared by one connection, a subscription whose buffer
 is full holds up every answer on that connection: do not ``await`` a request
 (``publish``, ``ping``) from inside an ``async for`` over a subscription of the
@@ -51,25 +73,32 @@ client for that instead.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import random
+import ssl
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import ExitStack, asynccontextmanager
+from types import TracebackType
 from typing import Any, Final, Literal
 
+import anyio
+import anyio.abc
 import msgspec
-import trio
-from trio_websocket import (
-    ConnectionClosed,
-    ConnectionRejected,
-    HandshakeError,
-    WebSocketConnection,
-    open_websocket_url,
-)
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from ._client_ws import (
+    CLOSE_ABNORMAL,
+    ConnectionClosed,
+    Endpoint,
+    HandshakeFailed,
+    WebSocket,
+    open_websocket,
+    parse_url,
+)
 from ._protocol.errors import ErrorCode, PubSubError, error_for
 from ._protocol.filters import Filter, compile_filter
 from ._protocol.frames import (
@@ -98,6 +127,9 @@ __all__ = [
     "PublishAck",
     "ServerUnreachable",
     "Subscription",
+    "SyncClient",
+    "SyncSubscription",
+    "connect_sync",
     "open_client",
 ]
 
@@ -106,6 +138,8 @@ log = logging.getLogger("pubsub.client")
 #: Largest frame the client accepts from the server (events may exceed the
 #: server's own MAX_MESSAGE_SIZE by their envelope).
 MAX_FRAME: Final = 64 * 1024 * 1024
+#: Seconds a subscription's block waits, on leaving, for its unsubscribe's ack.
+UNSUBSCRIBE_TIMEOUT: Final = 5.0
 
 
 class ConnectionLost(ConnectionError):
@@ -261,7 +295,9 @@ class Subscription:
         #: A pattern's newest offset per topic, to skip what it already had.
         self._offsets: dict[str, int] = {}
         self._error: Exception | None = None
-        self._send, self._receive = trio.open_memory_channel[Event | Gap | object](buffer)
+        self._send, self._receive = anyio.create_memory_object_stream[Event | Gap | PubSubError](
+            buffer
+        )
 
     def __aiter__(self) -> Subscription:
         return self
@@ -269,23 +305,40 @@ class Subscription:
     async def __anext__(self) -> Event | Gap:
         try:
             item = await self._receive.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            if self._error is not None:
-                raise self._error from None
-            raise StopAsyncIteration from None
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise self._ending() from None
         if isinstance(item, PubSubError):
             raise item
-        assert isinstance(item, Event | Gap)
         return item
+
+    def _next_nowait(self) -> Event | Gap:
+        """The next item if one is buffered, else ``anyio.WouldBlock``; ends as
+        ``__anext__`` does."""
+        try:
+            item = self._receive.receive_nowait()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise self._ending() from None
+        if isinstance(item, PubSubError):
+            raise item
+        return item
+
+    def _ending(self) -> Exception:
+        """What iteration raises once nothing more will come."""
+        return self._error if self._error is not None else StopAsyncIteration()
+
+    def _close(self) -> None:
+        """The application left the subscription's block: nothing more is kept."""
+        self._send.close()
+        self._receive.close()
 
     def _end(self, error: Exception) -> None:
         """No more events will come: iteration raises ``error`` once the buffer is read."""
         self._error = error
         self._send.close()
 
-    async def _put(self, item: Event | Gap | object) -> None:
+    async def _put(self, item: Event | Gap | PubSubError) -> None:
         # Closed: the application left this subscription's block.
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
             await self._send.send(item)
 
     # The rules below are sans-IO: frames in, what the application gets out.
@@ -375,7 +428,7 @@ class _Pending:
         resume: bool = False,
         reconnected: bool = False,
     ) -> None:
-        self.done = trio.Event()
+        self.done = anyio.Event()
         self.frame: AnyServerFrame | None = None
         self.error: BaseException | None = None
         #: For a subscribe: whose ack this is, applied by the reader before the
@@ -390,18 +443,20 @@ class _Pending:
 class _Reading:
     """One connection's reader task, with what its starter waits for."""
 
-    def __init__(
-        self, read: Callable[[WebSocketConnection], Awaitable[None]], ws: WebSocketConnection
-    ) -> None:
+    def __init__(self, read: Callable[[WebSocket], Awaitable[None]], ws: WebSocket) -> None:
         self._read = read
         self._ws = ws
         #: Set by the welcome frame, or when the connection ended without one.
-        self.welcomed = trio.Event()
-        self.done = trio.Event()
+        self.welcomed = anyio.Event()
+        self.done = anyio.Event()
+        #: How the connection ended.
+        self.closed: ConnectionClosed | None = None
 
     async def run(self) -> None:
         try:
             await self._read(self._ws)
+        except ConnectionClosed as exc:
+            self.closed = exc
         finally:
             self.welcomed.set()
             self.done.set()
@@ -420,11 +475,17 @@ class Client:
         backoff_initial: float,
         backoff_max: float,
         buffer: int,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not urls:
             raise ValueError("open_client needs at least one URL")
-        #: Every endpoint; the client moves to the next one when it reconnects.
-        self.urls = tuple(urls)
+        self._endpoints: tuple[Endpoint, ...] = tuple(parse_url(url) for url in urls)
+        #: Every endpoint, in normal form (``ws://host:port/ws``); the client moves
+        #: to the next one when it reconnects.
+        self.urls = tuple(endpoint.url for endpoint in self._endpoints)
+        if ssl_context is None and any(endpoint.tls for endpoint in self._endpoints):
+            ssl_context = ssl.create_default_context()
+        self._ssl_context = ssl_context
         self._url_index = 0
         self.client_id = client_id
         self.connection_id: str | None = None
@@ -435,8 +496,8 @@ class Client:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._buffer = buffer
-        self._ws: WebSocketConnection | None = None
-        self._connected = trio.Event()
+        self._ws: WebSocket | None = None
+        self._connected = anyio.Event()
         self._closed = False
         #: Every subscription by its topic or pattern, in subscribe order.
         self._subscriptions: dict[str, Subscription] = {}
@@ -446,7 +507,7 @@ class Client:
         self._expired = _ExpiredCredit()
         self._pending: dict[str, _Pending] = {}
         self._request_ids = itertools.count(1)
-        self._welcomed = trio.Event()
+        self._welcomed = anyio.Event()
         #: Times the client has reconnected after losing its connection.
         self.reconnects = 0
         self._attempt = 0
@@ -547,10 +608,9 @@ class Client:
         finally:
             del self._subscriptions[topic]
             self._patterns.pop(topic, None)
-            subscription._send.close()
-            subscription._receive.close()
+            subscription._close()
             if subscribed and self._ws is not None and not self._closed:
-                with trio.move_on_after(5):
+                with anyio.move_on_after(UNSUBSCRIBE_TIMEOUT):
                     try:
                         request_id = self._next_id()
                         await self._request(
@@ -597,7 +657,7 @@ class Client:
         try:
             ws = await self._connection()
             try:
-                await ws.send_message(encode(frame).decode())
+                await ws.send(encode(frame).decode())
             except ConnectionClosed:
                 raise ConnectionLost("connection lost before the request was sent") from None
             await pending.done.wait()
@@ -608,7 +668,7 @@ class Client:
         assert pending.frame is not None
         return pending.frame
 
-    async def _connection(self) -> WebSocketConnection:
+    async def _connection(self) -> WebSocket:
         while self._ws is None:
             if self._closed:
                 raise ConnectionLost("the client is closed")
@@ -617,7 +677,9 @@ class Client:
 
     # -------------------------------------------------------------- connection
 
-    async def _run(self, task_status: trio.TaskStatus[None]) -> None:
+    async def _run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Connect; on loss, reconnect with backoff and resubscribe (forever).
 
         The first connection tries each URL in turn; every reconnect moves on to
@@ -626,47 +688,54 @@ class Client:
         first = True
         unreachable: list[str] = []
         while True:
+            welcomed = False
             try:
                 async with (
-                    open_websocket_url(
-                        self.url, extra_headers=self._headers, max_message_size=MAX_FRAME
+                    open_websocket(
+                        self._endpoints[self._url_index],
+                        headers=self._headers,
+                        max_message_size=MAX_FRAME,
+                        ssl_context=self._ssl_context,
                     ) as ws,
-                    trio.open_nursery() as nursery,
+                    anyio.create_task_group() as tasks,
                 ):
                     self._ws = ws
                     self._connected.set()
                     read = _Reading(self._read, ws)
                     self._welcomed = read.welcomed
-                    nursery.start_soon(read.run)
+                    tasks.start_soon(read.run)
                     # The welcome frame names the connection and the node first.
                     await read.welcomed.wait()
-                    if first:
-                        first = False
-                        task_status.started()
-                    else:
-                        self.reconnects += 1
-                        nursery.start_soon(self._resubscribe_all)
-                    await read.done.wait()
-                    nursery.cancel_scope.cancel()
-            except ConnectionRejected as exc:
-                error: Exception
-                if exc.status_code == 401:
+                    welcomed = self.connection_id is not None
+                    if welcomed:
+                        if first:
+                            first = False
+                            task_status.started()
+                        else:
+                            self.reconnects += 1
+                            tasks.start_soon(self._resubscribe_all)
+                        await read.done.wait()
+                    tasks.cancel_scope.cancel()
+                if not welcomed:
+                    # Closed before the welcome frame: at MAX_CONNECTIONS, say (1013).
+                    raise read.closed or ConnectionClosed(CLOSE_ABNORMAL, "no welcome frame")
+                log.info("connection to %s lost: %s", self.url, read.closed)
+            except HandshakeFailed as exc:
+                error: Exception = ServerUnreachable(str(exc))
+                if exc.status == 401:
                     error = error_for(ErrorCode.UNAUTHORIZED, "the server refused the API key")
                     if first:
                         raise error from None
-                else:
-                    error = ServerUnreachable(f"handshake refused with HTTP {exc.status_code}")
-                    if first:
-                        self._first_attempt_failed(unreachable, str(error))
-                        continue
-                log.warning("reconnect to %s refused: %s", self.url, error)
-            except (OSError, HandshakeError, ConnectionClosed) as exc:
+                elif first:
+                    self._first_attempt_failed(unreachable, str(exc))
+                    continue
+                log.warning("reconnect to %s failed: %s", self.url, error)
+            except ConnectionClosed as exc:
                 if first:
-                    # trio-websocket's HandshakeError says nothing; its cause says why.
-                    reason = str(exc) or str(exc.__cause__ or exc.__context__ or repr(exc))
+                    reason = f"closed before the welcome frame: {exc}"
                     self._first_attempt_failed(unreachable, reason)
                     continue
-                log.info("connection to %s lost: %r", self.url, exc)
+                log.warning("connection to %s closed before the welcome frame: %s", self.url, exc)
             finally:
                 self._on_disconnect()
             if self._closed or not self._reconnect:
@@ -677,7 +746,7 @@ class Client:
             # at once (MAX_CONNECTIONS, 1013) must not cause a reconnect storm.
             self._attempt += 1
             delay = min(self._backoff_max, self._backoff_initial * 2 ** (self._attempt - 1))
-            await trio.sleep(delay * random.uniform(0.5, 1.0))
+            await anyio.sleep(delay * random.uniform(0.5, 1.0))
 
     def _first_attempt_failed(self, failures: list[str], reason: str) -> None:
         """The first connection to the current URL failed: move on to the next one,
@@ -698,7 +767,7 @@ class Client:
         self._ws = None
         self.connection_id = None
         if self._connected.is_set():
-            self._connected = trio.Event()
+            self._connected = anyio.Event()
         self._expired = _ExpiredCredit()
         for subscription in self._subscriptions.values():
             subscription._disconnected()
@@ -763,13 +832,11 @@ class Client:
             for item in subscription._accept(event, self._expired):
                 await subscription._put(item)
 
-    async def _read(self, ws: WebSocketConnection) -> None:
-        """Route every server frame: answers to their requests, events to subscriptions."""
+    async def _read(self, ws: WebSocket) -> None:
+        """Route every server frame, answers to their requests and events to
+        subscriptions, until the connection ends (``ConnectionClosed``)."""
         while True:
-            try:
-                data = await ws.get_message()
-            except ConnectionClosed:
-                return
+            data = await ws.receive()
             try:
                 frame = decode_server_frame(data)
             except (msgspec.DecodeError, msgspec.ValidationError):
@@ -843,21 +910,27 @@ async def open_client(
     backoff_initial: float = 0.1,
     backoff_max: float = 10.0,
     buffer: int = 1000,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[Client]:
-    """Connect to a trio-pubsub server for the duration of the block.
+    """Connect to a trio-pubsub server for the duration of the block (under Trio
+    or asyncio).
 
     Args:
-        url: The WebSocket endpoint, e.g. ``ws://127.0.0.1:3000/ws``, or several
-            (the nodes of a cluster): the first reachable one is used, and each
-            reconnect moves on to the next, resuming every subscription there.
+        url: The server, e.g. ``ws://127.0.0.1:3000`` (``http://``, ``https://``
+            and ``wss://`` too; no path means ``/ws``), or several (the nodes of
+            a cluster): the first reachable one is used, and each reconnect
+            moves on to the next, resuming every subscription there.
         client_id: Label shown in the server's stats and logs (default: random).
         api_key: Sent as ``X-API-Key`` when the server requires one.
         reconnect: Reconnect (and resume subscriptions) when the connection drops.
         backoff_initial, backoff_max: Reconnect delays in seconds, doubled per
             failed attempt up to the maximum, each scaled by a random 0.5-1.0.
         buffer: Events held per subscription before the connection stops being read.
+        ssl_context: Checks the server's certificate for ``wss://`` URLs
+            (default: :func:`ssl.create_default_context`, the system's CAs).
 
     Raises:
+        ValueError: a URL is not ws(s):// or http(s)://.
         ServerUnreachable: the first connection could not be made.
         PubSubError: ``Unauthorized`` when the API key is refused.
     """
@@ -869,16 +942,264 @@ async def open_client(
         backoff_initial=backoff_initial,
         backoff_max=backoff_max,
         buffer=buffer,
+        ssl_context=ssl_context,
     )
     try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(client._run)
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(client._run)
             try:
                 yield client
             finally:
                 client._closed = True
-                nursery.cancel_scope.cancel()
+                tasks.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
+        # One error (ours, or the application's from the block) is raised as itself.
+        error = _single(group)
+        if error is group:
+            raise
+        raise error from None
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception inside ``group`` (and inside nested groups of one), or
+    ``group`` itself when it holds several."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
+
+
+# ------------------------------------------------------------ blocking client
+
+
+class _Closed:
+    """What :meth:`SyncSubscription._next` gives for a closed subscription."""
+
+
+_CLOSED: Final = _Closed()
+
+
+class SyncSubscription:
+    """A subscription of a :class:`SyncClient`. Iterate it, or call :meth:`get`;
+    close it (or leave its ``with`` block) to unsubscribe.
+
+    Iteration ends once no item arrived for ``timeout`` seconds (``None``:
+    it waits for ever), as ``consumer_timeout_ms`` ends a kafka-python
+    consumer's; like :class:`Subscription` it raises ``TopicNotFound`` if the
+    topic is deleted and ``ConnectionLost`` if the connection is lost for good.
+
+    Attributes:
+        topic: The topic, or the pattern, subscribed to.
+        pattern: Whether :attr:`topic` is a wildcard pattern.
+        filter: The content filter sent with the subscribe, if any.
+        timeout: Seconds without an item after which iteration ends (``None``: never).
+    """
+
+    def __init__(
+        self,
+        portal: BlockingPortal,
+        scope: contextlib.AbstractContextManager[Subscription],
+        subscription: Subscription,
+        timeout: float | None,
+        on_close: Callable[[SyncSubscription], None],
+    ) -> None:
+        self._portal = portal
+        self._scope: contextlib.AbstractContextManager[Subscription] | None = scope
+        self._subscription = subscription
+        self._on_close = on_close
+        self.topic = subscription.topic
+        self.pattern = subscription.pattern
+        self.filter = subscription.filter
+        self.timeout = timeout
+
+    def get(self, timeout: float | None = None) -> Event | Gap | None:
+        """The next item, or ``None`` if none arrived within ``timeout`` seconds
+        (``None``: wait for one).
+
+        Raises:
+            PubSubError: ``TopicNotFound``: the topic was deleted.
+            ConnectionLost: the connection was lost for good.
+            RuntimeError: the subscription is closed.
+        """
+        item = self._portal.call(self._next, timeout) if self._scope is not None else _CLOSED
+        if isinstance(item, _Closed):
+            raise RuntimeError(f"the subscription to {self.topic!r} is closed")
+        return item
+
+    def __iter__(self) -> Iterator[Event | Gap]:
+        return self
+
+    def __next__(self) -> Event | Gap:
+        item = self._portal.call(self._next, self.timeout)
+        if item is None or isinstance(item, _Closed):
+            raise StopIteration
+        return item
+
+    async def _next(self, seconds: float | None) -> Event | Gap | _Closed | None:
+        """The next item; ``None`` after ``seconds`` without one (0: only what
+        is buffered)."""
+        try:
+            with contextlib.suppress(anyio.WouldBlock):
+                return self._subscription._next_nowait()
+            with anyio.move_on_after(seconds):
+                return await self._subscription.__anext__()
+        except StopAsyncIteration:
+            return _CLOSED
+        return None
+
+    def close(self) -> None:
+        """Unsubscribe (waiting up to ``UNSUBSCRIBE_TIMEOUT`` for the server's ack)."""
+        scope, self._scope = self._scope, None
+        if scope is not None:
+            self._on_close(self)
+            scope.__exit__(None, None, None)
+
+    def __enter__(self) -> SyncSubscription:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class SyncClient:
+    """A blocking client for scripts and threads, as redis-py users know one.
+    Create it with :func:`connect_sync`; close it with :meth:`close` or a
+    ``with`` block.
+
+    Threading model: the client is a :class:`Client` running on an asyncio
+    event loop in a background thread of its own (an AnyIO blocking portal),
+    started by :func:`connect_sync` and stopped by :meth:`close`. Each method
+    hands its call to that loop and blocks the calling thread until it is
+    done; its result or exception comes back to the caller. Any number of
+    threads may call methods at once: each call is a task on the loop, and all
+    share the one connection. Reading the connection, reconnecting and
+    resuming happen on the background thread, between calls too. Do not call
+    these methods from a coroutine: they would block its event loop (use
+    :func:`open_client` there). The background thread is a daemon thread: a
+    script that forgets :meth:`close` still exits.
+    """
+
+    def __init__(self, stack: ExitStack, portal: BlockingPortal, client: Client) -> None:
+        self._stack = stack
+        self._portal = portal
+        self._client = client
+        self._subscriptions: list[SyncSubscription] = []
+
+    @property
+    def client_id(self) -> str:
+        return self._client.client_id
+
+    @property
+    def url(self) -> str:
+        """The endpoint in use (or tried next)."""
+        return self._client.url
+
+    @property
+    def node_id(self) -> str | None:
+        """The node serving the connection."""
+        return self._client.node_id
+
+    def publish(
+        self, topic: str, payload: Any, *, id: str | None = None, ttl_ms: int | None = None
+    ) -> PublishAck:
+        """Publish ``payload``; as :meth:`Client.publish` (same arguments, ack and errors)."""
+        return self._portal.call(
+            functools.partial(self._client.publish, topic, payload, id=id, ttl_ms=ttl_ms)
+        )
+
+    def ping(self) -> float:
+        """Round-trip time to the server in seconds."""
+        return self._portal.call(self._client.ping)
+
+    def subscribe(
+        self,
+        topic_or_pattern: str,
+        *,
+        last_n: int = 0,
+        filter: dict[str, Any] | None = None,
+        buffer: int | None = None,
+        timeout: float | None = None,
+    ) -> SyncSubscription:
+        """Subscribe now; as :meth:`Client.subscribe` (same arguments and errors).
+
+        Args:
+            timeout: Iterating the subscription ends after this many seconds
+                without an item (``None``: iteration never ends by itself).
+
+        Returns the subscription, open until it is closed or its ``with`` block ends.
+        """
+        scope = self._portal.wrap_async_context_manager(
+            self._client.subscribe(topic_or_pattern, last_n=last_n, filter=filter, buffer=buffer)
+        )
+        subscription = scope.__enter__()
+        sync = SyncSubscription(
+            self._portal, scope, subscription, timeout, self._subscriptions.remove
+        )
+        self._subscriptions.append(sync)
+        return sync
+
+    def close(self) -> None:
+        """Unsubscribe what is still subscribed, close the connection and stop the
+        background thread. Closing again does nothing."""
+        for subscription in list(self._subscriptions):
+            subscription.close()
+        self._stack.close()
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def connect_sync(
+    url: str | Sequence[str],
+    *,
+    client_id: str | None = None,
+    api_key: str | None = None,
+    reconnect: bool = True,
+    backoff_initial: float = 0.1,
+    backoff_max: float = 10.0,
+    buffer: int = 1000,
+    ssl_context: ssl.SSLContext | None = None,
+) -> SyncClient:
+    """Connect a blocking :class:`SyncClient` (for code without an event loop).
+
+    The arguments are those of :func:`open_client`, and so are the errors.
+
+    Example::
+
+        with connect_sync("http://127.0.0.1:3000") as client:
+            ack = client.publish("orders", {"amount": 99.99})
+    """
+    stack = ExitStack()
+    try:
+        portal = stack.enter_context(start_blocking_portal("asyncio"))
+        client = stack.enter_context(
+            portal.wrap_async_context_manager(
+                open_client(
+                    url,
+                    client_id=client_id,
+                    api_key=api_key,
+                    reconnect=reconnect,
+                    backoff_initial=backoff_initial,
+                    backoff_max=backoff_max,
+                    buffer=buffer,
+                    ssl_context=ssl_context,
+                )
+            )
+        )
+    except BaseException:
+        stack.close()  # stops the background thread
         raise
+    return SyncClient(stack, portal, client)

@@ -47,6 +47,9 @@ EXPECTED_CLIENT = [
     "PublishAck",
     "ServerUnreachable",
     "Subscription",
+    "SyncClient",
+    "SyncSubscription",
+    "connect_sync",
     "open_client",
 ]
 

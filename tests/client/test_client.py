@@ -1,23 +1,14 @@
-"""pubsub.client against a real server on 127.0.0.1."""
+"""pubsub.client against a real server on 127.0.0.1, on asyncio and on Trio."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import pytest
-import trio
-from support import create_topics, running
+import sniffio
 
-from pubsub import (
-    BadRequest,
-    MessageTooLarge,
-    Server,
-    Settings,
-    TopicNotFound,
-    Unauthorized,
-    open_server,
-)
-from pubsub._core.session import CloseReason
+from pubsub import BadRequest, MessageTooLarge, TopicNotFound, Unauthorized
 from pubsub.client import (
     ConnectionLost,
     Event,
@@ -27,14 +18,14 @@ from pubsub.client import (
     open_client,
 )
 
+from .servers import LiveServer, serving
 
-def url(server: Server) -> str:
-    return f"ws://127.0.0.1:{server.port}/ws"
+pytestmark = pytest.mark.anyio
 
 
 async def take(sub: Subscription, n: int) -> list[Event | Gap]:
     items: list[Event | Gap] = []
-    with trio.fail_after(10):
+    with anyio.fail_after(10):
         async for item in sub:
             items.append(item)
             if len(items) == n:
@@ -42,17 +33,15 @@ async def take(sub: Subscription, n: int) -> list[Event | Gap]:
     return items
 
 
-def drop_connection(server: Server, connection_id: str | None) -> None:
-    """Close one client's connection from the server side, as a failing proxy would."""
-    for session in server.node.sessions():
-        if session.connection_id == connection_id:
-            session.close(CloseReason(1012, "dropped by the test"))
+async def test_each_test_runs_on_the_event_loop_it_names(anyio_backend: str) -> None:
+    # conftest.py keeps pytest-trio's Trio mode off these tests.
+    assert sniffio.current_async_library() == anyio_backend
 
 
 async def test_publish_subscribe_round_trip() -> None:
-    async with running() as server:
-        await create_topics(server, "orders")
-        async with open_client(url(server), client_id="me") as client:
+    async with serving() as server:
+        await server.create_topics("orders")
+        async with open_client(server.url, client_id="me") as client:
             await client.ping()  # the welcome frame came before the pong
             assert client.connection_id is not None
             assert client.connection_id.startswith("c-")
@@ -67,10 +56,10 @@ async def test_publish_subscribe_round_trip() -> None:
 
 
 async def test_several_subscriptions_share_one_connection() -> None:
-    async with running() as server:
-        await create_topics(server, "a", "b")
+    async with serving() as server:
+        await server.create_topics("a", "b")
         async with (
-            open_client(url(server)) as client,
+            open_client(server.url) as client,
             client.subscribe("a") as sub_a,
             client.subscribe("b") as sub_b,
         ):
@@ -80,16 +69,16 @@ async def test_several_subscriptions_share_one_connection() -> None:
             got_a = [e.payload for e in await take(sub_a, 2) if isinstance(e, Event)]
             got_b = [e.payload for e in await take(sub_b, 1) if isinstance(e, Event)]
             assert (got_a, got_b) == ([1, 3], [2])
-            assert len(server.node.sessions()) == 1
+            assert await server.acall(lambda s: len(s.node.sessions())) == 1
             with pytest.raises(ValueError, match="already subscribed"):
                 async with client.subscribe("a"):
                     pass
 
 
 async def test_last_n_replay_then_live_without_false_gap() -> None:
-    async with running() as server:
-        await create_topics(server, "t")
-        async with open_client(url(server)) as client:
+    async with serving() as server:
+        await server.create_topics("t")
+        async with open_client(server.url) as client:
             for i in range(5):
                 await client.publish("t", i)
             async with client.subscribe("t", last_n=2) as sub:
@@ -100,9 +89,9 @@ async def test_last_n_replay_then_live_without_false_gap() -> None:
 
 
 async def test_errors_are_typed() -> None:
-    async with running(max_message_size=2000) as server:
-        await create_topics(server, "t")
-        async with open_client(url(server)) as client:
+    async with serving(max_message_size=2000) as server:
+        await server.create_topics("t")
+        async with open_client(server.url) as client:
             with pytest.raises(TopicNotFound) as missing:
                 await client.publish("nope", 1)
             assert missing.value.code.value == "TOPIC_NOT_FOUND"
@@ -113,24 +102,24 @@ async def test_errors_are_typed() -> None:
                 await client.publish("bad name", 1)
             # The connection is still good after refusals.
             assert (await client.publish("t", 1)).offset == 1
-        async with open_client(url(server), reconnect=False) as client:
+        async with open_client(server.url, reconnect=False) as client:
             with pytest.raises((MessageTooLarge, ConnectionLost)):
                 await client.publish("t", "x" * 5000)
 
 
 async def test_acks_match_requests_under_concurrent_publishes() -> None:
-    async with running() as server:
-        await create_topics(server, "t")
-        async with open_client(url(server)) as client:
+    async with serving() as server:
+        await server.create_topics("t")
+        async with open_client(server.url) as client:
             results: dict[str, int] = {}
 
             async def one(i: int) -> None:
                 ack = await client.publish("t", i, id=f"m{i}")
                 results[ack.id] = ack.offset
 
-            async with trio.open_nursery() as nursery:
+            async with anyio.create_task_group() as tasks:
                 for i in range(200):
-                    nursery.start_soon(one, i)
+                    tasks.start_soon(one, i)
             assert len(results) == 200
             assert sorted(results.values()) == list(range(1, 201))
             async with client.subscribe("t", last_n=100) as sub:
@@ -140,17 +129,17 @@ async def test_acks_match_requests_under_concurrent_publishes() -> None:
 
 
 async def test_reconnect_resumes_without_loss_or_duplicate() -> None:
-    async with running() as server:
-        await create_topics(server, "t")
+    async with serving() as server:
+        await server.create_topics("t")
         async with (
-            open_client(url(server), backoff_initial=0.01) as client,
-            open_client(url(server)) as publisher,
+            open_client(server.url, backoff_initial=0.01) as client,
+            open_client(server.url) as publisher,
             client.subscribe("t") as sub,
         ):
             for i in range(10):
                 await publisher.publish("t", i)
             first = await take(sub, 10)
-            drop_connection(server, client.connection_id)
+            await server.drop_connection(client.connection_id)
             for i in range(10, 30):
                 await publisher.publish("t", i)
             rest = await take(sub, 20)
@@ -162,16 +151,16 @@ async def test_reconnect_resumes_without_loss_or_duplicate() -> None:
 
 async def test_resume_refused_when_ring_no_longer_holds_the_gap() -> None:
     # A ring of one: two publishes before the client is back are enough to lose one.
-    async with running(max_messages_per_topic=1) as server:
-        await create_topics(server, "t")
+    async with serving(max_messages_per_topic=1) as server:
+        await server.create_topics("t")
         async with (
-            open_client(url(server), backoff_initial=0.01) as client,
-            open_client(url(server)) as publisher,
+            open_client(server.url, backoff_initial=0.01) as client,
+            open_client(server.url) as publisher,
             client.subscribe("t") as sub,
         ):
             await publisher.publish("t", 0)
             await take(sub, 1)
-            drop_connection(server, client.connection_id)
+            await server.drop_connection(client.connection_id)
             for i in range(1, 21):
                 await publisher.publish("t", i)
             [gap] = await take(sub, 1)
@@ -188,27 +177,20 @@ async def test_resume_refused_when_ring_no_longer_holds_the_gap() -> None:
 
 
 async def test_server_restart_gives_new_epoch_and_a_gap() -> None:
-    stopped = trio.Event()
-
-    async def first_server(task_status: trio.TaskStatus[Server]) -> None:
-        await Server(Settings(port=0)).serve(task_status=task_status)
-        stopped.set()
-
-    async with trio.open_nursery() as nursery:
-        server: Server = await nursery.start(first_server)
-        port = server.port
-        await create_topics(server, "t")
+    first = LiveServer()
+    await first.astart()
+    try:
+        await first.create_topics("t")
         async with (
-            open_client(url(server), backoff_initial=0.01, backoff_max=0.05) as client,
+            open_client(first.url, backoff_initial=0.01, backoff_max=0.05) as client,
             client.subscribe("t") as sub,
         ):
             await client.publish("t", "before")
             await take(sub, 1)
-            server.shutdown()
-            await stopped.wait()
-            async with open_server(Settings(port=port)) as second:
-                # Synchronously, before the client's reconnect can reach the broker.
-                await second.node.create_topic("t")
+            await first.astop()
+            # The topic is created again by the client's resume itself, not before
+            # it: a new incarnation whatever the timing.
+            async with serving(port=first.port, auto_create_topics=True):
                 gap, *_ = await take(sub, 1)
                 assert isinstance(gap, Gap)
                 assert (gap.reason, gap.after_offset, gap.missed) == ("not_recovered", 1, None)
@@ -216,14 +198,16 @@ async def test_server_restart_gives_new_epoch_and_a_gap() -> None:
                 [event] = await take(sub, 1)
                 assert isinstance(event, Event)
                 assert (event.payload, event.offset) == ("after", 1)
+    finally:
+        await first.astop()
 
 
 async def test_unreachable_and_unauthorized() -> None:
-    async with running(api_key="k") as server:
+    async with serving(api_key="k") as server:
         with pytest.raises(Unauthorized):
-            async with open_client(url(server)):
+            async with open_client(server.url):
                 pass
-        async with open_client(url(server), api_key="k") as client:
+        async with open_client(server.url, api_key="k") as client:
             assert await client.ping() > 0
         port = server.port
     with pytest.raises(ServerUnreachable):
@@ -232,11 +216,11 @@ async def test_unreachable_and_unauthorized() -> None:
 
 
 async def test_slow_application_applies_backpressure_not_memory() -> None:
-    async with running(max_queue_size=10_000) as server:
-        await create_topics(server, "t")
+    async with serving(max_queue_size=10_000) as server:
+        await server.create_topics("t")
         async with (
-            open_client(url(server), buffer=4) as client,
-            open_client(url(server)) as publisher,
+            open_client(server.url, buffer=4) as client,
+            open_client(server.url) as publisher,
             client.subscribe("t") as sub,
         ):
             for i in range(50):
@@ -249,14 +233,14 @@ async def test_slow_application_applies_backpressure_not_memory() -> None:
 
 
 async def test_without_reconnect_a_lost_connection_ends_requests_and_subscriptions() -> None:
-    async with running() as server:
-        await create_topics(server, "t")
+    async with serving() as server:
+        await server.create_topics("t")
         async with (
-            open_client(url(server), reconnect=False) as client,
+            open_client(server.url, reconnect=False) as client,
             client.subscribe("t") as sub,
         ):
             await client.publish("t", 1)
-            drop_connection(server, client.connection_id)
+            await server.drop_connection(client.connection_id)
             first = await take(sub, 1)
             assert isinstance(first[0], Event)
             with pytest.raises(ConnectionLost):
@@ -266,12 +250,12 @@ async def test_without_reconnect_a_lost_connection_ends_requests_and_subscriptio
 
 
 async def test_several_urls_first_reachable_one_is_used() -> None:
-    async with running(node_id="live") as server:
+    async with serving(node_id="live") as server:
         port = server.port
-        async with running() as other:
+        async with serving() as other:
             dead = f"ws://127.0.0.1:{other.port}/ws"
-        async with open_client([dead, url(server)]) as client:
-            assert client.url == url(server)
+        async with open_client([dead, server.url]) as client:
+            assert client.url == server.url
             assert client.node_id == "live"
             assert await client.ping() > 0
     with pytest.raises(ServerUnreachable) as unreachable:
@@ -282,16 +266,16 @@ async def test_several_urls_first_reachable_one_is_used() -> None:
 
 
 async def test_reconnect_moves_on_to_the_next_url() -> None:
-    async with running(node_id="first") as first, running(node_id="second") as second:
-        await create_topics(first, "t")
-        await create_topics(second, "t")
-        urls = [url(first), url(second)]
+    async with serving(node_id="first") as first, serving(node_id="second") as second:
+        await first.create_topics("t")
+        await second.create_topics("t")
+        urls = [first.url, second.url]
         async with (
             open_client(urls, backoff_initial=0.01, backoff_max=0.05) as client,
             client.subscribe("t") as sub,
         ):
             assert client.node_id == "first"
-            drop_connection(first, client.connection_id)
+            await first.drop_connection(client.connection_id)
             # Separate memory engines: the resume cannot recover, and says so.
             [gap] = await take(sub, 1)
             assert isinstance(gap, Gap) and gap.reason == "not_recovered"
