@@ -8,7 +8,7 @@ nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.default_venv_backend = "venv"
 
 
-@nox.session(python="3.11")
+@nox.session(python=["3.11", "3.12", "3.13"])
 def tests(session: nox.Session) -> None:
     """Run the test suite (pytest exits 5 when nothing ran, which nox treats as failure)."""
     session.install("-e", ".[test]")
