@@ -9,6 +9,7 @@ node, counters) live in private packages and are not exported.
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.resources
 import inspect
 from types import ModuleType
 
@@ -102,3 +103,10 @@ def test_internals_are_not_exported() -> None:
 
 def test_version_matches_the_installed_distribution() -> None:
     assert pubsub.__version__ == importlib.metadata.version("trio-pubsub")
+
+
+def test_the_package_says_it_is_typed() -> None:
+    """``mypy --strict`` on an application needs the marker to use our annotations
+    (without it: "module is installed, but missing library stubs or py.typed")."""
+    marker = importlib.resources.files("pubsub") / "py.typed"
+    assert marker.is_file()
