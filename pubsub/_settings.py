@@ -96,6 +96,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_message_size: Annotated[int, _doc("largest WebSocket message / REST body, bytes", ge=1)] = (
         1_048_576
     )
+    max_json_depth: Annotated[
+        int,
+        _doc(
+            "deepest nesting of arrays and objects in a client's JSON (frames, REST bodies)", ge=1
+        ),
+    ] = 100
     max_topics: Annotated[int, _doc("topics", ge=1)] = 1000
     max_subscribers_per_topic: Annotated[int, _doc("subscribers per topic", ge=1)] = 10_000
     max_connections: Annotated[int, _doc("WebSocket connections", ge=1)] = 10_000

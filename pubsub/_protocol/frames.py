@@ -152,25 +152,78 @@ _probe_decoder: Final = msgspec.json.Decoder(_RequestIdProbe)
 def _probe_request_id(data: str | bytes) -> RequestId | None:
     try:
         rid = _probe_decoder.decode(data).request_id
-    except (msgspec.DecodeError, ValueError):
+    except (msgspec.DecodeError, ValueError, RecursionError):
         return None
     if isinstance(rid, str) or (isinstance(rid, int) and not isinstance(rid, bool)):
         return rid
     return None
 
 
-def decode_client_frame(data: str | bytes) -> AnyClientFrame:
+#: ``MAX_JSON_DEPTH``'s default: the deepest nesting of arrays and objects a
+#: client's JSON may have (msgspec itself recurses, and fails near 1,000).
+MAX_JSON_DEPTH: Final = 100
+
+_STRINGS_B: Final = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_STRINGS_S: Final = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS_B: Final = re.compile(rb"[^\[\]{}]+")
+_NOT_BRACKETS_S: Final = re.compile(r"[^\[\]{}]+")
+_INNERMOST_B: Final = re.compile(rb"\[\]|\{\}")
+_INNERMOST_S: Final = re.compile(r"\[\]|\{\}")
+
+
+def json_too_deep(data: str | bytes, limit: int) -> bool:
+    """Whether ``data`` nests arrays and objects more than ``limit`` deep.
+
+    Cheap for nearly every message: a short one cannot nest deeper (a length
+    check), nor can one with at most ``limit`` opening brackets (two C-speed
+    counts). Otherwise the strings are cut out
+    and the brackets left are peeled one level per pass (regular expressions,
+    C speed, at most ``limit`` passes). Malformed JSON answers False: the
+    decoder then says what is wrong."""
+    if len(data) <= 2 * limit:
+        return False  # too short to open and close more than limit levels
+    if isinstance(data, str):
+        if data.count("[") + data.count("{") <= limit:
+            return False
+        brackets = _NOT_BRACKETS_S.sub("", _STRINGS_S.sub("", data))
+        for _ in range(limit):
+            fewer = _INNERMOST_S.sub("", brackets)
+            if not fewer or fewer == brackets:
+                return False
+            brackets = fewer
+        return True
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False
+    raw = _NOT_BRACKETS_B.sub(b"", _STRINGS_B.sub(b"", data))
+    for _ in range(limit):
+        shorter = _INNERMOST_B.sub(b"", raw)
+        if not shorter or shorter == raw:
+            return False
+        raw = shorter
+    return True
+
+
+def too_deep_message(limit: int) -> str:
+    return f"JSON nested more than {limit} levels deep (MAX_JSON_DEPTH)"
+
+
+def decode_client_frame(data: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> AnyClientFrame:
     """Decode one client text frame.
 
     Raises:
-        ProtocolError: ``BAD_REQUEST`` for malformed JSON, an unknown or missing
-            ``type``, a missing or invalid field or a bad topic name; it carries
-            the frame's ``request_id`` when that could be read.
+        ProtocolError: ``BAD_REQUEST`` for malformed JSON, JSON nested deeper
+            than ``max_depth``, an unknown or missing ``type``, a missing or
+            invalid field or a bad topic name; it carries the frame's
+            ``request_id`` when that could be read.
     """
+    if json_too_deep(data, max_depth):
+        raise ProtocolError(too_deep_message(max_depth))
     try:
         if not isinstance(data, str):
             data.decode()  # a raw payload must be valid UTF-8 too; str input already is
         return _client_decoder.decode(data)
+    except RecursionError:  # a MAX_JSON_DEPTH above what msgspec can decode
+        raise ProtocolError(too_deep_message(max_depth)) from None
     except msgspec.ValidationError as exc:
         raise ProtocolError(_describe(str(exc)), _probe_request_id(data)) from None
     except msgspec.DecodeError as exc:

@@ -37,7 +37,7 @@ from .._protocol.errors import (
     Unavailable,
     error_body,
 )
-from .._protocol.frames import Message
+from .._protocol.frames import MAX_JSON_DEPTH, Message, json_too_deep, too_deep_message
 from .._protocol.timestamps import format_ts, ts_now
 from .._version import __version__
 from .asgi_ws import serve_asgi_websocket
@@ -70,14 +70,23 @@ OPEN_PATHS: Final = frozenset({"/health", "/openapi.json", "/schema/frames.json"
 T = TypeVar("T")
 
 
-def decode_body(body: str | bytes, kind: type[T]) -> T:
-    """``body`` as ``kind``; ``BAD_REQUEST`` naming what is wrong otherwise."""
+def decode_body(body: str | bytes, kind: type[T], max_depth: int = MAX_JSON_DEPTH) -> T:
+    """``body`` as ``kind``; ``BAD_REQUEST`` naming what is wrong otherwise
+    (malformed or not UTF-8, nested deeper than ``max_depth``, invalid fields)."""
+    if json_too_deep(body, max_depth):
+        raise BadRequest(too_deep_message(max_depth))
     try:
+        if isinstance(body, bytes):
+            body.decode()  # before the fields are looked at: a bad key says nothing of it
         return msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as exc:
         raise BadRequest(f"invalid body: {exc}") from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"malformed JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise BadRequest("the body is not valid UTF-8") from None
+    except RecursionError:  # a MAX_JSON_DEPTH above what msgspec can decode
+        raise BadRequest(too_deep_message(max_depth)) from None
 
 
 def query_int(name: str, default: int, *, most: int | None = None) -> int:
@@ -209,7 +218,9 @@ def create_app(node: Node, state: ServerState, metrics: Metrics) -> QuartTrio:
 
     @app.post("/topics")
     async def create_topic() -> Response:
-        body = decode_body(await request.get_data(cache=False), CreateTopic)
+        body = decode_body(
+            await request.get_data(cache=False), CreateTopic, settings.max_json_depth
+        )
         info = await node.create_topic(body.name, body.message_ttl_ms)
         return _json(TopicCreated("created", info.name, ts_now()), 201)
 
@@ -256,7 +267,9 @@ def create_app(node: Node, state: ServerState, metrics: Metrics) -> QuartTrio:
             if wait:
                 node.counters.rate_limited += 1
                 raise node.rate_limited("REST_RATE_LIMIT", wait)
-        body = decode_body(await request.get_data(cache=False), RestMessage)
+        body = decode_body(
+            await request.get_data(cache=False), RestMessage, settings.max_json_depth
+        )
         message = Message(id=body.id or uuid.uuid4().hex, payload=body.payload)
         answer = await node.publish(name, message, body.ttl_ms)
         return _json(PublishResult("published", name, message.id, answer.offset, answer.ts), 201)

@@ -146,13 +146,14 @@ async def handle_texts(node: Node, session: Session, texts: list[str], received_
     failure becomes an error frame (an unexpected one closes the connection with
     ``INTERNAL``/1011). Their answers leave in one write."""
     frames: list[AnyClientFrame] = []
+    max_depth = node.settings.max_json_depth
     # Before corking: a full outbox must be drained by the writer first.
     await session.wait_for_room()
     session.cork()
     try:
         for text in texts:
             try:
-                frames.append(decode_client_frame(text))
+                frames.append(decode_client_frame(text, max_depth))
             except PubSubError as exc:
                 session.send_error(exc)
         if not frames:

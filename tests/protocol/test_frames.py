@@ -38,6 +38,7 @@ from pubsub._protocol.frames import (
     error_frame,
     info_frame,
     is_valid_topic_name,
+    json_too_deep,
 )
 
 TS = "2026-11-28T10:00:00.123Z"
@@ -653,3 +654,21 @@ def test_client_frame_round_trips_through_encode() -> None:
     ]
     for frame in frames:
         assert decode_client_frame(encode(frame)) == frame
+
+
+@pytest.mark.parametrize("kind", [str, bytes])
+@pytest.mark.parametrize(
+    ("text", "deep"),
+    [
+        ("[" * 100 + "]" * 100, False),
+        ("[" * 101 + "]" * 101, True),
+        ('{"a":' * 101 + "1" + "}" * 101, True),
+        (json.dumps([{"a": [1, {"b": 2}]} for _ in range(500)]), False),  # wide, not deep
+        (json.dumps({"s": "[" * 500}), False),  # brackets inside a string
+        (json.dumps({"s": '\\"' + "{" * 500}), False),  # an escaped quote in it
+        ("[" * 150, False),  # malformed: the decoder says what is wrong
+    ],
+)
+def test_json_depth_is_counted_outside_strings(text: str, deep: bool, kind: type) -> None:
+    data = text if kind is str else text.encode()
+    assert json_too_deep(data, 100) is deep

@@ -199,3 +199,20 @@ async def test_metrics_histogram_samples_busy_traffic() -> None:
         text = (await client.get("/metrics")).text
         # One write in 16 node-wide, the first always: writes 1, 17, 33, 49.
         assert _metric(text, "pubsub_publish_to_write_seconds_count") == 4
+
+
+@pytest.mark.parametrize(
+    ("body", "mentions"),
+    [
+        (b'{"name":"\xff\xfe"}', "UTF-8"),
+        (b'{"name":"t","x":' + b"[" * 5000 + b"]" * 5000 + b"}", "MAX_JSON_DEPTH"),
+    ],
+)
+async def test_bodies_that_are_not_utf8_or_too_deep_are_400_not_500(
+    body: bytes, mentions: str
+) -> None:
+    async with running() as server, http(server) as client:
+        for path in ("/topics", "/topics/t/messages"):
+            response = await client.post(path, content=body)
+            assert response.status_code == 400, response.text
+            assert mentions in response.json()["message"]

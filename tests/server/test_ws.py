@@ -671,3 +671,28 @@ async def test_auto_create_topics_creates_on_first_publish_or_subscribe_only() -
     async with running() as server, ws_client(server) as ws:
         await publish(ws, "nope", "m", 1)
         assert (await recv(ws))["error"]["code"] == "TOPIC_NOT_FOUND"
+
+
+@pytest.mark.parametrize("where", ["payload", "request_id"])
+async def test_deeply_nested_json_is_a_bad_request_and_the_connection_stays(where: str) -> None:
+    """2 KB of ``[[[[...`` once took the connection down (msgspec's RecursionError)."""
+    deep = "[" * 1000 + "]" * 1000
+    payload = deep if where == "payload" else "1"
+    request_id = deep if where == "request_id" else '"deep"'
+    text = (
+        '{"type":"publish","topic":"t","client_id":"c","request_id":' + request_id + ","
+        '"message":{"id":"m","payload":' + payload + "}}"
+    )
+    async with running(max_json_depth=50) as server:
+        await create_topics(server, "t")
+        async with ws_client(server) as ws:
+            await ws.send_message(text)
+            error = await recv(ws)
+            assert error["error"]["code"] == "BAD_REQUEST"
+            assert "50 levels" in error["error"]["message"]
+            assert "MAX_JSON_DEPTH" in error["error"]["message"]
+            # At the limit is fine (the frame and its message are 2 of the 50
+            # levels), and the connection still works.
+            at_limit = "[" * 48 + "]" * 48
+            await publish(ws, "t", "ok", json.loads(at_limit))
+            assert (await recv(ws))["type"] == "ack"
