@@ -430,15 +430,18 @@ class TopicActor:
                 self._not_found(session, request)
             return
         messages = []
-        ttls = []
-        for _, request, _ in commands:
+        ttls: list[int] | None = None  # only when some publish has its own TTL
+        for index, (_, request, _) in enumerate(commands):
             assert type(request) is Publish
             messages.append(request.message)
-            ttls.append(request.ttl_ms or 0)
+            if request.ttl_ms is not None:
+                if ttls is None:
+                    ttls = [0] * len(commands)
+                ttls[index] = request.ttl_ms
         received_at = commands[0][2]
         self._published_at = received_at
         try:
-            published = await self._engine.publish(self.name, messages, ttls if any(ttls) else None)
+            published = await self._engine.publish(self.name, messages, ttls)
         except PubSubError as exc:
             for session, request, _ in commands:
                 if session is not None:

@@ -163,12 +163,9 @@ def _probe_request_id(data: str | bytes) -> RequestId | None:
 #: client's JSON may have (msgspec itself recurses, and fails near 1,000).
 MAX_JSON_DEPTH: Final = 100
 
-_STRINGS_B: Final = re.compile(rb'"(?:[^"\\]|\\.)*"')
-_STRINGS_S: Final = re.compile(r'"(?:[^"\\]|\\.)*"')
-_NOT_BRACKETS_B: Final = re.compile(rb"[^\[\]{}]+")
-_NOT_BRACKETS_S: Final = re.compile(r"[^\[\]{}]+")
-_INNERMOST_B: Final = re.compile(rb"\[\]|\{\}")
-_INNERMOST_S: Final = re.compile(r"\[\]|\{\}")
+_JSON_STRING: Final = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS: Final = re.compile(r"[^\[\]{}]+")
+_INNERMOST_PAIR: Final = re.compile(r"\[\]|\{\}")
 
 
 def json_too_deep(data: str | bytes, limit: int) -> bool:
@@ -176,30 +173,22 @@ def json_too_deep(data: str | bytes, limit: int) -> bool:
 
     Cheap for nearly every message: a short one cannot nest deeper (a length
     check), nor can one with at most ``limit`` opening brackets (two C-speed
-    counts). Otherwise the strings are cut out
-    and the brackets left are peeled one level per pass (regular expressions,
-    C speed, at most ``limit`` passes). Malformed JSON answers False: the
-    decoder then says what is wrong."""
+    counts). Otherwise the strings are cut out and the brackets left are peeled
+    one level per pass (regular expressions, C speed, at most ``limit``
+    passes). Malformed JSON answers False: the decoder then says what is wrong."""
     if len(data) <= 2 * limit:
         return False  # too short to open and close more than limit levels
-    if isinstance(data, str):
-        if data.count("[") + data.count("{") <= limit:
-            return False
-        brackets = _NOT_BRACKETS_S.sub("", _STRINGS_S.sub("", data))
-        for _ in range(limit):
-            fewer = _INNERMOST_S.sub("", brackets)
-            if not fewer or fewer == brackets:
-                return False
-            brackets = fewer
-        return True
-    if data.count(b"[") + data.count(b"{") <= limit:
+    # Latin-1 maps byte for byte: the ASCII that matters is found as it is (a
+    # UTF-8 sequence never contains an ASCII byte).
+    text = data.decode("latin-1") if isinstance(data, bytes) else data
+    if text.count("[") + text.count("{") <= limit:
         return False
-    raw = _NOT_BRACKETS_B.sub(b"", _STRINGS_B.sub(b"", data))
+    brackets = _NOT_BRACKETS.sub("", _JSON_STRING.sub("", text))
     for _ in range(limit):
-        shorter = _INNERMOST_B.sub(b"", raw)
-        if not shorter or shorter == raw:
+        fewer = _INNERMOST_PAIR.sub("", brackets)
+        if not fewer or fewer == brackets:
             return False
-        raw = shorter
+        brackets = fewer
     return True
 
 
