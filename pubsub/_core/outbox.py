@@ -122,6 +122,11 @@ class Outbox:
         expiring: Whether an :class:`Expiring` frame may be queued (set by the
             session when it queues one): only then does :meth:`take` look.
         expired: Events the latest :meth:`take` left out because they expired.
+        pong: The answer to the peer's latest ping while frames wait (at most
+            one: RFC 6455 5.5.3 lets an endpoint answer only the latest ping),
+            written behind them by the next :meth:`take`.
+        unanswered_pings: Pings the peer sent since it last took frames while
+            frames waited: what :meth:`put_pong` counts against ``max_frames``.
     """
 
     __slots__ = (
@@ -137,7 +142,9 @@ class Outbox:
         "max_frames",
         "partial",
         "policy",
+        "pong",
         "queue",
+        "unanswered_pings",
     )
 
     def __init__(
@@ -166,6 +173,8 @@ class Outbox:
         self._replayed = 0
         self.partial = False
         self.dropped_pending = 0
+        self.pong: bytes | None = None
+        self.unanswered_pings = 0
 
     def __len__(self) -> int:
         return len(self.queue)
@@ -215,6 +224,16 @@ class Outbox:
         assert not self.partial
         self.queue.insert(0, Pinned(data))
         self.partial = True
+
+    def put_pong(self, pong: bytes, pings: int) -> bool:
+        """Queue the answer to the latest of ``pings`` pings behind what waits
+        (never empty when this is called), replacing one still waiting: a peer
+        that pings and never reads costs one pong, not one per ping. Returns
+        False once the peer has sent more than ``max_frames`` pings since it
+        last took frames (a flood: the connection should be closed)."""
+        self.pong = pong
+        self.unanswered_pings += pings
+        return self.unanswered_pings <= self.max_frames
 
     # ------------------------------------------------- used by the policies
 
@@ -270,6 +289,10 @@ class Outbox:
             self.dropped_pending = 0
         self.partial = False
         self._events = self._bytes = self._replayed = 0
+        if self.pong is not None:
+            batch.append(self.pong)
+            self.pong = None
+            self.unanswered_pings = 0
         return batch
 
     def _without_expired(self, batch: list[bytes]) -> list[bytes]:
@@ -302,6 +325,7 @@ class Outbox:
         self._events = self._bytes = self._replayed = 0
         self.dropped_pending = 0
         self.expiring = False
+        self.pong = None
         return discarded
 
 

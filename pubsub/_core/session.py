@@ -15,9 +15,12 @@ that got several frames in the pass gets one write, and the writes of a pass
 come back to back (a write that wakes a sleeping reader costs several times
 one that finds it awake).
 
-Control frames (acks, errors, pongs, infos) are never dropped: a client
-waiting for an ack must get it. They are bounded by the reader, which waits
-for room (:meth:`Session.wait_for_room`) before it handles the next request.
+Control frames (acks, errors, infos) are never dropped: a client waiting for
+an ack must get it. They are bounded by the reader, which waits for room
+(:meth:`Session.wait_for_room`) before it handles the next request. WebSocket
+pongs are bounded without stopping the reader: while frames wait, only the
+answer to the latest ping waits with them (:meth:`Session.send_pong`), and a
+peer that sends more than ``MAX_QUEUE_SIZE`` pings without reading is closed.
 """
 
 from __future__ import annotations
@@ -385,6 +388,20 @@ class Session:
         """Queue bytes that are already wire-ready (e.g. a WebSocket ping or pong)."""
         if self.close_reason is None:
             self._put([Pinned(data)])
+
+    def send_pong(self, pong: bytes, pings: int = 1) -> bool:
+        """Answer the latest of ``pings`` WebSocket pings with ``pong`` (wire bytes):
+        at once when nothing waits, else behind what waits, replacing an answer
+        still waiting (see :meth:`Outbox.put_pong`). Returns False when the peer
+        has sent more than ``MAX_QUEUE_SIZE`` pings without taking an answer:
+        a flood the caller ends."""
+        if self.close_reason is not None:
+            return True
+        outbox = self.outbox
+        if not outbox.queue:
+            self._put([Pinned(pong)])
+            return True
+        return outbox.put_pong(pong, pings)
 
     def send_error(self, error: PubSubError, request_id: RequestId | None = None) -> None:
         """Queue the ``error`` frame for ``error``, answering ``request_id``

@@ -51,6 +51,8 @@ CLOSE_NO_STATUS: Final = 1005
 CLOSE_ABNORMAL: Final = 1006
 CLOSE_PROTOCOL_ERROR: Final = 1002
 CLOSE_INVALID_DATA: Final = 1007
+#: A peer that breaks a rule no other code covers (a flood of pings it never reads).
+CLOSE_POLICY_VIOLATION: Final = 1008
 CLOSE_TOO_BIG: Final = 1009
 CLOSE_INTERNAL: Final = 1011
 CLOSE_TRY_AGAIN_LATER: Final = 1013

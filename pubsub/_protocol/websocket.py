@@ -16,9 +16,10 @@ unmasked text frame, written as they are to every subscriber of an event.
 
 from __future__ import annotations
 
+import binascii
 import codecs
 import re
-from base64 import b64encode
+from base64 import b64decode, b64encode
 from collections.abc import Iterator
 from hashlib import sha1
 from http import HTTPStatus
@@ -304,7 +305,10 @@ def _parse_request(head: bytes) -> tuple[UpgradeRequest, bytes]:
         raise _Refusal("missing 'Connection: Upgrade'")
     if upgrade_version != b"13":
         raise _Refusal(
-            "Sec-WebSocket-Version must be 13",
+            "unsupported Sec-WebSocket-Version "
+            f"{upgrade_version.decode('latin-1')!r}: this server speaks 13"
+            if upgrade_version
+            else "missing Sec-WebSocket-Version (this server speaks 13)",
             426 if upgrade_version else 400,
             b"sec-websocket-version: 13\r\n",
         )
@@ -314,8 +318,23 @@ def _parse_request(head: bytes) -> tuple[UpgradeRequest, bytes]:
         raise _Refusal("missing 'Upgrade: websocket'")
     if host is None:
         raise _Refusal("missing Host")
-    # wsproto joins repeated keys (as any repeated header) before hashing.
-    return UpgradeRequest(target.decode(), headers), key if len(keys) == 1 else b", ".join(keys)
+    # Stricter than wsproto (RFC 6455 4.1 and 4.2.1): checked last, so a head
+    # wsproto refuses is refused as wsproto did.
+    if version < b"1.1":
+        raise _Refusal(f"a WebSocket upgrade needs HTTP/1.1, not HTTP/{version.decode()}")
+    if len(keys) > 1 or not _valid_key(key):
+        raise _Refusal("Sec-WebSocket-Key must be 16 random bytes in base64 (24 characters)")
+    return UpgradeRequest(target.decode(), headers), key
+
+
+def _valid_key(key: bytes) -> bool:
+    """Whether ``key`` is base64 of 16 bytes, as RFC 6455 4.1 requires."""
+    if len(key) != 24 or not key.endswith(b"=="):
+        return False
+    try:
+        return len(b64decode(key, validate=True)) == 16
+    except binascii.Error:
+        return False
 
 
 def _error_response(status: int, body: bytes, headers: bytes = b"") -> bytes:
@@ -409,6 +428,7 @@ class MessageReader:
         "_sent_close",
         "_skip",
         "_skip_fin",
+        "progressed",
         "refused_too_large",
     )
 
@@ -432,6 +452,10 @@ class MessageReader:
         #: Set once a message was too large: the connection is closing, and
         #: every later message is ignored.
         self.refused_too_large = False
+        #: Whether the latest :meth:`receive_data` completed a frame (or read
+        #: past a refused one's bytes): a byte of a frame that never completes
+        #: is no sign of life (``CONNECTION_TIMEOUT``).
+        self.progressed = False
 
     @property
     def can_send_close(self) -> bool:
@@ -446,6 +470,7 @@ class MessageReader:
     def receive_data(self, data: bytes) -> list[ReaderEvent]:
         """Feed bytes from the peer; returns what they complete, in order."""
         if self._done:
+            self.progressed = False
             return []
         buffer = self._buffer
         buffer += data
@@ -534,6 +559,7 @@ class MessageReader:
             event = self._control(opcode, payload) if control else self._data(opcode, fin, payload)
             if event is not None:
                 out.append(event)
+        self.progressed = position > 0
         del buffer[:position]
         return out
 

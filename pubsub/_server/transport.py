@@ -24,6 +24,7 @@ from .._core.session import CloseReason, Session
 from .._protocol.errors import (
     CLOSE_ABNORMAL,
     CLOSE_GOING_AWAY,
+    CLOSE_POLICY_VIOLATION,
     CLOSE_TRY_AGAIN_LATER,
     ErrorCode,
     InternalError,
@@ -332,10 +333,21 @@ class Connection:
         received_at = session.received_at
         while True:
             texts: list[str] = []
-            for event in reader.receive_data(data):
+            events = reader.receive_data(data)
+            if reader.progressed:
+                # A whole frame is a sign of life; a byte of one is not.
+                session.received_at = received_at
+            pong: bytes | None = None
+            pings = 0
+            for event in events:
                 if type(event) is Text:
                     if session.is_open:
                         texts.append(event.text)
+                    continue
+                if type(event) is Reply:
+                    # Only the latest ping of a read is answered (RFC 6455 5.5.3).
+                    pong = event.data
+                    pings += 1
                     continue
                 if texts:  # answered in order with what follows
                     await handle_texts(self.node, session, texts, received_at)
@@ -345,14 +357,14 @@ class Connection:
                         session.fail(event.error)
                     else:
                         session.send_error(event.error)
-                elif type(event) is Reply:
-                    session.send_raw(event.data)
                 elif type(event) is Closed:
                     # The peer's close (or our close's reply, or a framing error
                     # wsproto turned into a close with 1002/1007): answer and stop.
                     self._peer_closed = True
                     if self._peer_closed_event is not None:
                         self._peer_closed_event.set()
+                    if pong is not None:
+                        session.send_pong(pong, pings)
                     # If the close needs a writer and none runs, the reader is it
                     # (no task for the last frames of a connection).
                     self._write_inline = True
@@ -364,12 +376,35 @@ class Connection:
                     return
             if texts:
                 await handle_texts(self.node, session, texts, received_at)
+            if pong is not None and not session.send_pong(pong, pings):
+                self._ping_flood()
+                return
             # No timeout here: the keepalive closes connections that stay silent.
             data = await self._receive()
             if not data:
                 self._abort()  # peer vanished without a close frame
                 return
-            received_at = session.received_at = time.perf_counter()
+            received_at = time.perf_counter()
+
+    def _ping_flood(self) -> None:
+        """The peer sent more than ``MAX_QUEUE_SIZE`` pings without reading the
+        answers: close with 1008 and read no more (the writer sends the close
+        while the close deadline allows)."""
+        session = self.session
+        log.warning(
+            "connection %s (client_id %r) closed: %d WebSocket pings sent without "
+            "reading the answers (more than MAX_QUEUE_SIZE)",
+            session.connection_id,
+            session.client_id,
+            session.outbox.unanswered_pings,
+            extra={
+                "event": "ping_flood",
+                "connection_id": session.connection_id,
+                "client_id": session.client_id,
+                "unanswered_pings": session.outbox.unanswered_pings,
+            },
+        )
+        session.close(CloseReason(CLOSE_POLICY_VIOLATION, "too many pings without reading"))
 
     async def _write(self) -> None:
         session = self.session

@@ -189,6 +189,40 @@ def test_take_without_drops_has_no_notice() -> None:
     assert list(outbox.take()) == [b"rest", *events(1)]
 
 
+# -------------------------------------------------------------------- pongs
+
+
+def test_only_the_latest_pong_waits_and_take_writes_it_behind_everything() -> None:
+    outbox = make(4)
+    outbox.put_rest(b"rest")
+    enqueue(outbox, events(1))
+    assert outbox.put_pong(b"pong1", 1)
+    assert outbox.put_pong(b"pong2", 2)
+    assert len(outbox.queue) == 2  # the pong is not queued: one slot, replaced
+    assert list(outbox.take()) == [b"rest", *events(1), b"pong2"]
+    assert outbox.pong is None and outbox.unanswered_pings == 0
+    assert list(outbox.take()) == []
+
+
+def test_more_pings_than_max_frames_without_a_take_is_a_flood() -> None:
+    outbox = make(4)
+    enqueue(outbox, events(1))
+    assert outbox.put_pong(b"pong", 3)
+    assert outbox.put_pong(b"pong", 1)  # 4: at the bound
+    assert not outbox.put_pong(b"pong", 1)  # 5: over it
+    outbox.take()
+    enqueue(outbox, events(2))
+    assert outbox.put_pong(b"pong", 4)  # counted afresh once the peer took frames
+
+
+def test_discard_forgets_the_waiting_pong() -> None:
+    outbox = make(4)
+    enqueue(outbox, events(1))
+    outbox.put_pong(b"pong", 1)
+    outbox.discard()
+    assert outbox.take() == []
+
+
 # ------------------------------------------------------------------- expiry
 
 
