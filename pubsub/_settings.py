@@ -39,6 +39,8 @@ Duration = Literal[
     "shutdown_timeout",
     "handshake_timeout",
     "close_timeout",
+    "keep_alive_timeout",
+    "request_timeout",
 ]
 
 
@@ -118,6 +120,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     close_timeout: Annotated[
         int, _doc("ms a closing WebSocket waits for the peer's close frame", ge=1)
     ] = 2_000
+    keep_alive_timeout: Annotated[
+        int, _doc("ms an HTTP connection may stay idle between requests", ge=1)
+    ] = 5_000
+    request_timeout: Annotated[
+        int,
+        _doc(
+            "ms an HTTP client may take to send a whole request (head and body) once it "
+            "has begun, and to take each response (then 408, or the connection closes)",
+            ge=1,
+        ),
+    ] = 30_000
     auto_create_topics: Annotated[
         bool, _doc("create a topic on its first publish or subscribe (off: TOPIC_NOT_FOUND)")
     ] = False

@@ -8,6 +8,7 @@ encode, so the bytes a publisher sent are the bytes every subscriber gets.
 from __future__ import annotations
 
 import re
+from itertools import accumulate
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
@@ -163,9 +164,12 @@ def _probe_request_id(data: str | bytes) -> RequestId | None:
 #: client's JSON may have (msgspec itself recurses, and fails near 1,000).
 MAX_JSON_DEPTH: Final = 100
 
-_JSON_STRING: Final = re.compile(r'"(?:[^"\\]|\\.)*"')
+#: A JSON string, or the rest of the text after an opening quote that never
+#: closes: a match never fails, so no search starts over from every quote (an
+#: unclosed string full of escaped quotes made the check quadratic).
+_JSON_STRING: Final = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKETS: Final = re.compile(r"[^\[\]{}]+")
-_INNERMOST_PAIR: Final = re.compile(r"\[\]|\{\}")
+_NESTING: Final = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
 def json_too_deep(data: str | bytes, limit: int) -> bool:
@@ -173,9 +177,11 @@ def json_too_deep(data: str | bytes, limit: int) -> bool:
 
     Cheap for nearly every message: a short one cannot nest deeper (a length
     check), nor can one with at most ``limit`` opening brackets (two C-speed
-    counts). Otherwise the strings are cut out and the brackets left are peeled
-    one level per pass (regular expressions, C speed, at most ``limit``
-    passes). Malformed JSON answers False: the decoder then says what is wrong."""
+    counts). Otherwise the strings are cut out (one regular expression pass)
+    and the depth is the largest running sum over the brackets left (C-speed
+    loops; about 75 ms for a 1 MiB message of nothing but brackets). Linear in
+    the length whatever the input. Malformed JSON may answer either way: the
+    decoder then says what is wrong, or the depth does."""
     if len(data) <= 2 * limit:
         return False  # too short to open and close more than limit levels
     # Latin-1 maps byte for byte: the ASCII that matters is found as it is (a
@@ -184,12 +190,9 @@ def json_too_deep(data: str | bytes, limit: int) -> bool:
     if text.count("[") + text.count("{") <= limit:
         return False
     brackets = _NOT_BRACKETS.sub("", _JSON_STRING.sub("", text))
-    for _ in range(limit):
-        fewer = _INNERMOST_PAIR.sub("", brackets)
-        if not fewer or fewer == brackets:
-            return False
-        brackets = fewer
-    return True
+    if brackets.count("[") + brackets.count("{") <= limit:
+        return False
+    return max(accumulate(map(_NESTING.__getitem__, brackets))) > limit
 
 
 def too_deep_message(limit: int) -> str:
@@ -217,7 +220,7 @@ def decode_client_frame(data: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> A
         raise ProtocolError(_describe(str(exc)), _probe_request_id(data)) from None
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"malformed JSON: {exc}") from None
-    except UnicodeDecodeError:
+    except UnicodeError:  # bytes that are not UTF-8, or a str with a lone surrogate
         raise ProtocolError("frame is not valid UTF-8") from None
 
 

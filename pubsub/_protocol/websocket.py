@@ -153,8 +153,8 @@ class Handshake:
         self._key = b""
         # A client may send its first frames right behind the head (without
         # waiting for the 101): they are the reader's, not the handshake's.
-        end = head.find(b"\r\n\r\n")
-        self._trailing = head[end + 4 :] if end >= 0 else b""
+        blank = _BLANK_LINE.search(head)
+        self._trailing = head[blank.end() :] if blank is not None else b""
         try:
             self.request, self._key = _parse_request(head)
         except _Refusal as refusal:

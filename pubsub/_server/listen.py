@@ -6,8 +6,9 @@ connection). Connection set-up is a figure we measure (handshakes per second,
 server CPU per handshake), so this loop takes everything the kernel has queued
 (up to :data:`ACCEPT_BATCH`) each time the listener is readable, and leaves the
 close to the handler. Errors are handled as trio does: capacity errors
-(out of file descriptors or memory) are logged and retried after a pause, the
-errors a vanished client causes are skipped.
+(out of file descriptors or memory) are retried after a pause (and logged once
+per run of them, :class:`CapacityOutage`), the errors a vanished client causes
+are skipped.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ async def _accept(
     # non-blocking accept is one system call.
     raw = socket.socket(fileno=os.dup(listening.fileno()))
     raw.setblocking(False)
+    outage = CapacityOutage()
     try:
         while True:
             await trio.lowlevel.wait_readable(listening)
@@ -87,16 +89,55 @@ async def _accept(
                         continue
                     if exc.errno not in _CAPACITY:
                         raise
-                    log.error(
-                        "accept failed with %s (%s); retrying in %s s",
-                        errno.errorcode[exc.errno],
-                        os.strerror(exc.errno),
-                        CAPACITY_PAUSE,
-                    )
+                    outage.failed(exc.errno)
                     await trio.sleep(CAPACITY_PAUSE)
                     break
+                if outage.failures:
+                    outage.ended()
                 stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
                 handler_nursery.start_soon(handler, stream)
     finally:
         raw.close()
         listening.close()
+
+
+class CapacityOutage:
+    """Logs a run of failed accepts (out of descriptors or memory) once when it
+    begins and once, with the count, when accepting works again: a server at its
+    descriptor limit retries ten times a second, and a line (or a traceback)
+    each time would bury everything else in the log."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self._since = 0.0
+        self._errno = 0
+
+    def failed(self, errno_: int) -> None:
+        if not self.failures:
+            self._since = trio.current_time()
+            self._errno = errno_
+            log.error(
+                "accept failed with %s (%s): new connections wait in the listen queue; "
+                "retrying every %s s, the count follows when accepting works again",
+                errno.errorcode[errno_],
+                os.strerror(errno_),
+                CAPACITY_PAUSE,
+                extra={"event": "accept_failed", "error": errno.errorcode[errno_]},
+            )
+        self.failures += 1
+
+    def ended(self) -> None:
+        seconds = trio.current_time() - self._since
+        log.warning(
+            "accepting again after %d failed accepts in %.1f s (%s)",
+            self.failures,
+            seconds,
+            errno.errorcode[self._errno],
+            extra={
+                "event": "accept_resumed",
+                "failures": self.failures,
+                "seconds": round(seconds, 3),
+                "error": errno.errorcode[self._errno],
+            },
+        )
+        self.failures = 0

@@ -37,6 +37,7 @@ from .._protocol.websocket import text_frame
 from .._settings import Settings
 from .asgi_ws import HYPERCORN_SIZE_FACTOR
 from .http import ServerState, create_app
+from .http_conn import HTTP2_PREFACE, HttpStream, http2_refusal, serve_http11_only
 from .listen import serve_listeners
 from .metrics import Metrics
 from .transport import run_keepalive, serve_websocket
@@ -68,37 +69,6 @@ async def reuse_port_listener(host: str, port: int) -> trio.SocketListener:
         sock.close()
         raise
     return trio.SocketListener(sock)
-
-
-class _PrefixedStream(trio.abc.HalfCloseableStream):
-    """A socket stream that first returns bytes the dispatcher already read."""
-
-    def __init__(self, stream: trio.SocketStream, prefix: bytes) -> None:
-        self._stream = stream
-        self._prefix = prefix
-        self.socket = stream.socket
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        if self._prefix:
-            if max_bytes is None or max_bytes >= len(self._prefix):
-                data, self._prefix = self._prefix, b""
-            else:
-                data, self._prefix = self._prefix[:max_bytes], self._prefix[max_bytes:]
-            await trio.lowlevel.checkpoint()
-            return data
-        return await self._stream.receive_some(max_bytes)
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def send_eof(self) -> None:
-        await self._stream.send_eof()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
 
 
 def read_head_now(stream: trio.SocketStream) -> bytes | None:
@@ -200,8 +170,9 @@ class Server:
             self._node = node
             metrics = Metrics(node.counters, node_id=node.node_id, engine=node.engine.kind)
             app = ASGIWrapper(create_app(node, self.state, metrics))
+            serve_http11_only()
             config = HypercornConfig()
-            config.keep_alive_timeout = max(settings.seconds("connection_timeout"), 5.0)
+            config.keep_alive_timeout = settings.seconds("keep_alive_timeout")
             config.graceful_timeout = settings.seconds("shutdown_timeout")
             config.websocket_ping_interval = settings.seconds("heartbeat_interval")
             config.websocket_max_message_size = HYPERCORN_SIZE_FACTOR * settings.max_message_size
@@ -263,7 +234,12 @@ class Server:
             connections.cancel_scope.cancel()
 
     async def _drain(self, node: Node, context: WorkerContext) -> None:
-        """Refuse new WebSockets, tell every client, flush for at most SHUTDOWN_TIMEOUT."""
+        """Refuse new WebSockets, tell every client, flush for at most SHUTDOWN_TIMEOUT.
+
+        HTTP is served all along, so ``/health`` says 503 ``draining`` to load
+        balancers (old connections and new) until the port closes; hypercorn's
+        connections are told to end only once the drain is over (told at the
+        start, it closed new ones before they were read)."""
         connections = len(node.sessions())
         log.info(
             "shutting down: draining %d connections",
@@ -275,9 +251,9 @@ class Server:
         for session in node.sessions():
             session.send(notice)
             session.close(CloseReason(CLOSE_GOING_AWAY, "server shutting down"))
-        await context.terminated.set()
         with trio.move_on_after(self.settings.seconds("shutdown_timeout")):
             await node.wait_sessions_closed()
+        await context.terminated.set()
 
     async def _handle_connection(
         self,
@@ -297,10 +273,18 @@ class Server:
                     head = await read_head(stream, read)
             if head is None:
                 return  # closed, or no complete request head in HANDSHAKE_TIMEOUT
-            if not is_websocket_request(head):
-                stream_with_head = _PrefixedStream(stream, head)
+            if head.startswith(HTTP2_PREFACE):
+                await stream.send_all(http2_refusal())
+            elif not is_websocket_request(head):
+                settings = self.settings
+                http_stream = HttpStream(
+                    stream,
+                    head,
+                    keep_alive_timeout=settings.seconds("keep_alive_timeout"),
+                    request_timeout=settings.seconds("request_timeout"),
+                )
                 # hypercorn annotates SSLStream but serves plain streams (no do_handshake).
-                await TCPServer(app, config, context, lifespan_state, stream_with_head)  # type: ignore[arg-type]
+                await TCPServer(app, config, context, lifespan_state, http_stream)  # type: ignore[arg-type]
             elif self.state.draining:
                 body = error_body(ErrorCode.UNAVAILABLE, "server shutting down")
                 await stream.send_all(_UNAVAILABLE % len(body) + body)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import trio
 
-from pubsub._server.server import _PrefixedStream, is_websocket_request
+from pubsub._server.http_conn import HttpStream
+from pubsub._server.server import is_websocket_request
 
 
 @pytest.mark.parametrize(
@@ -24,11 +25,17 @@ def test_only_a_request_for_ws_takes_the_fast_path(head: bytes, expected: bool) 
     assert is_websocket_request(head) is expected
 
 
+def http_stream(sock: trio.socket.SocketType, prefix: bytes) -> HttpStream:
+    return HttpStream(
+        trio.SocketStream(sock), prefix, keep_alive_timeout=60.0, request_timeout=60.0
+    )
+
+
 async def test_prefixed_stream_honours_max_bytes() -> None:
     """trio's ReceiveStream contract: never more than ``max_bytes`` at a time."""
     left, right = trio.socket.socketpair()
     with left, right:
-        stream = _PrefixedStream(trio.SocketStream(left), b"abcdef")
+        stream = http_stream(left, b"abcdef")
         assert await stream.receive_some(4) == b"abcd"
         assert await stream.receive_some(1) == b"e"
         assert await stream.receive_some(100) == b"f"
@@ -40,7 +47,7 @@ async def test_prefixed_stream_honours_max_bytes() -> None:
 async def test_prefixed_stream_without_max_bytes_returns_the_whole_prefix() -> None:
     left, right = trio.socket.socketpair()
     with left, right:
-        stream = _PrefixedStream(trio.SocketStream(left), b"head")
+        stream = http_stream(left, b"head")
         assert await stream.receive_some() == b"head"
         await stream.send_all(b"reply")
         assert await right.recv(100) == b"reply"
