@@ -141,6 +141,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "a scraper needs no API key"
         ),
     ] = None
+    allowed_origins: Annotated[
+        str,
+        _doc(
+            "browser origins that may use the API, comma-separated (e.g. "
+            "https://app.example.com), * for any; empty: the server's own origin only "
+            "(Origin must match Host). Requests without an Origin (CLI tools) always pass",
+        ),
+    ] = ""
     # v1.2: message TTL.
     message_ttl: Annotated[
         int,
@@ -282,7 +290,7 @@ def convert(name: str, raw: Any) -> Any:
         allowed = ", ".join(choices)
         raise SettingsError(name.upper(), f"{raw!r} is not one of {allowed} (any case)")
     try:
-        return msgspec.convert(raw, field_type, strict=False)
+        value = msgspec.convert(raw, field_type, strict=False)
     except msgspec.ValidationError as exc:
         if field_type is bool or get_args(field_type)[:1] == (bool,):
             detail = "expected true or false (or 1 or 0)"
@@ -292,6 +300,18 @@ def convert(name: str, raw: Any) -> Any:
             detail = re.sub(r", got \w+$", "", detail).replace(" | null", "")
             detail = re.sub(r"^Expected (int|str)\b", _expected, detail)
         raise SettingsError(name.upper(), f"{detail}, not {raw!r}") from None
+    if name == "allowed_origins":
+        for entry in value.split(","):
+            entry = entry.strip()
+            if entry and entry != "*" and not _ORIGIN.fullmatch(entry):
+                raise SettingsError(
+                    name.upper(), f"{entry!r} is not an origin like https://app.example.com or *"
+                )
+    return value
+
+
+#: What ``ALLOWED_ORIGINS`` lists: ``scheme://host[:port]`` (a trailing slash is forgiven).
+_ORIGIN: Final = re.compile(r"(?i)https?://[^/\s,@?#]+/?")
 
 
 def environment(environ: Mapping[str, str], names: Iterable[str]) -> dict[str, tuple[str, str]]:

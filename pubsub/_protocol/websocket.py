@@ -122,6 +122,8 @@ class UpgradeRequest(msgspec.Struct, frozen=True):
 
     target: str
     headers: list[tuple[bytes, bytes]]
+    #: The ``Host`` header (for the same-origin check of ``ALLOWED_ORIGINS``).
+    host: str = ""
 
 
 class Handshake:
@@ -180,7 +182,7 @@ class Handshake:
                 return value
         return None
 
-    def reject(self, status: int, code: ErrorCode, message: str) -> bytes:
+    def reject(self, status: int, code: ErrorCode | str, message: str) -> bytes:
         """The bytes of an HTTP error response with the contract's JSON error body."""
         return _error_response(status, error_body(code, message))
 
@@ -324,7 +326,7 @@ def _parse_request(head: bytes) -> tuple[UpgradeRequest, bytes]:
         raise _Refusal(f"a WebSocket upgrade needs HTTP/1.1, not HTTP/{version.decode()}")
     if len(keys) > 1 or not _valid_key(key):
         raise _Refusal("Sec-WebSocket-Key must be 16 random bytes in base64 (24 characters)")
-    return UpgradeRequest(target.decode(), headers), key
+    return UpgradeRequest(target.decode(), headers, host.decode("latin-1")), key
 
 
 def _valid_key(key: bytes) -> bool:

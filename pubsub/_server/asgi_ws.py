@@ -42,22 +42,30 @@ from .._protocol.websocket import (
 from .auth import allowed, refused
 from .logs import connection_closed, connection_logging, connection_opened
 from .metrics import Metrics
+from .origins import FORBIDDEN, Origins, origin_refusal, refused_origin
 from .transport import handle_texts
 
 #: hypercorn's own limit, as a multiple of MAX_MESSAGE_SIZE (see the module docstring).
 HYPERCORN_SIZE_FACTOR: Final = 4
 
 
-def _refuse(status: int, code: ErrorCode, message: str) -> Response:
+def _refuse(status: int, code: ErrorCode | str, message: str) -> Response:
     return Response(error_body(code, message), status, content_type="application/json")
 
 
-async def serve_asgi_websocket(node: Node, draining: bool, metrics: Metrics) -> Response | None:
+async def serve_asgi_websocket(
+    node: Node, draining: bool, metrics: Metrics, origins: Origins
+) -> Response | None:
     """Serve the current quart ``websocket`` until it closes (or refuse it with
     the HTTP response returned)."""
     settings = node.settings
     if draining:
         return _refuse(503, ErrorCode.UNAVAILABLE, "server shutting down")
+    origin = websocket.headers.get("Origin")
+    if not origins.allows(origin, websocket.headers.get("Host")):
+        assert origin is not None
+        refused_origin("asgi", "/ws", websocket.remote_addr, origin)
+        return _refuse(403, FORBIDDEN, origin_refusal(origin))
     header, query = websocket.headers.get("X-API-Key"), websocket.args.get("api_key")
     if not allowed(settings.api_key, header, query):
         given = header is not None or query is not None

@@ -155,10 +155,20 @@ class Memory(msgspec.Struct, frozen=True):
     ]
 
 
+class Latency(msgspec.Struct, frozen=True):
+    """Publish-to-write latency over this node's recent samples (the last 10 s,
+    one event write in 16)."""
+
+    p50_ms: Annotated[float | None, msgspec.Meta(description="median, ms (null: no samples)")]
+    p99_ms: Annotated[float | None, msgspec.Meta(description="99th percentile, ms")]
+    samples: Annotated[int, msgspec.Meta(description="samples they were read from")]
+
+
 class StatsReport(Stats, frozen=True):
     """`GET /stats`: this node's statistics."""
 
     memory: Memory
+    latency: Latency
 
 
 class ServiceInfo(msgspec.Struct, frozen=True):
@@ -172,7 +182,7 @@ class ServiceInfo(msgspec.Struct, frozen=True):
     config: Settings
 
 
-def stats_report(stats: Stats, memory: Memory) -> StatsReport:
-    """``stats`` with the process's memory."""
+def stats_report(stats: Stats, memory: Memory, latency: Latency) -> StatsReport:
+    """``stats`` with the process's memory and recent latency."""
     fields: dict[str, Any] = msgspec.structs.asdict(stats)
-    return StatsReport(**fields, memory=memory)
+    return StatsReport(**fields, memory=memory, latency=latency)

@@ -15,12 +15,15 @@ and ``/schema/frames.json`` (they describe the API and hold no data);
 from __future__ import annotations
 
 import math
+import mimetypes
 import platform
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import msgspec
+import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -48,6 +51,7 @@ from .bodies import (
     EngineStatus,
     Health,
     HealthStatus,
+    Latency,
     Memory,
     MessageHistory,
     PublishResult,
@@ -62,11 +66,63 @@ from .bodies import (
     stats_report,
 )
 from .metrics import Metrics
+from .origins import FORBIDDEN, allowed_origins, origin_refusal, refused_origin
 from .schemas import FRAMES_FILE, OPENAPI_FILE, generated
 
 JSON: Final = "application/json"
-#: Paths that need no API key: health checks, and the API's descriptions.
-OPEN_PATHS: Final = frozenset({"/health", "/openapi.json", "/schema/frames.json"})
+#: Paths that need no API key: health checks, the API's descriptions, and the
+#: dashboard's page and files (they hold no data: the page asks for the key).
+OPEN_PATHS: Final = frozenset({"/health", "/openapi.json", "/schema/frames.json", "/dashboard"})
+DASHBOARD_PREFIX: Final = "/dashboard/"
+#: The dashboard's page and its files, shipped in the package.
+DASHBOARD_DIR: Final = Path(__file__).resolve().parent.parent / "dashboard"
+#: Methods that change nothing: served to any origin (without CORS headers, a
+#: page elsewhere cannot read the answer).
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+#: What a page of an allowed origin may send and read.
+CORS_ALLOW_METHODS: Final = "GET, POST, DELETE, OPTIONS"
+CORS_ALLOW_HEADERS: Final = "Content-Type, X-API-Key, Authorization, X-Metrics-Token"
+CORS_EXPOSE_HEADERS: Final = "Retry-After"
+CORS_MAX_AGE: Final = "600"
+
+
+def cors_headers(origin: str) -> dict[str, str]:
+    """The headers that let a page of ``origin`` (allowed) read an answer."""
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Expose-Headers": CORS_EXPOSE_HEADERS,
+        "Vary": "Origin",
+    }
+
+
+def preflight_headers(origin: str) -> dict[str, str]:
+    """The answer to a CORS preflight from ``origin`` (allowed)."""
+    return {
+        **cors_headers(origin),
+        "Access-Control-Allow-Methods": CORS_ALLOW_METHODS,
+        "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS,
+        "Access-Control-Max-Age": CORS_MAX_AGE,
+    }
+
+
+async def dashboard_response(name: str) -> Response:
+    """A file of the dashboard (404 for anything outside its directory)."""
+    path = (DASHBOARD_DIR / name).resolve()
+    if not path.is_relative_to(DASHBOARD_DIR) or not path.is_file():
+        return Response(
+            error_body("NOT_FOUND", f"no dashboard file {name!r}"), 404, content_type=JSON
+        )
+    content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    if content_type.startswith("text/") or content_type.endswith("javascript"):
+        content_type += "; charset=utf-8"
+    body = await trio.Path(path).read_bytes()
+    return Response(body, content_type=content_type, headers={"Cache-Control": "no-cache"})
+
+
+def _forbidden(origin: str) -> Response:
+    return Response(error_body(FORBIDDEN, origin_refusal(origin)), 403, content_type=JSON)
+
+
 T = TypeVar("T")
 
 
@@ -166,11 +222,40 @@ def create_app(node: Node, state: ServerState, metrics: Metrics) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_message_size
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
 
+    origins = allowed_origins(settings.allowed_origins)
+
+    @app.before_request
+    async def check_origin() -> Response | None:
+        """CORS preflights, and ``ALLOWED_ORIGINS`` for requests from a browser page."""
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return None
+        allowed = origins.allows(origin, request.headers.get("Host"))
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            if not allowed:
+                refused_origin("rest", request.path, request.remote_addr, origin)
+                return _forbidden(origin)
+            return Response(b"", 204, headers=preflight_headers(origin))
+        if not allowed and request.method not in SAFE_METHODS:
+            # Whatever its content type: a "simple" POST needs no preflight.
+            refused_origin("rest", request.path, request.remote_addr, origin)
+            return _forbidden(origin)
+        return None
+
+    @app.after_request
+    async def allow_origin(response: Response) -> Response:
+        origin = request.headers.get("Origin")
+        if origin is not None and origins.allows(origin, request.headers.get("Host")):
+            response.headers.update(cors_headers(origin))
+        return response
+
     @app.before_request
     async def authenticate() -> Response | None:
         path = request.path
-        if path in OPEN_PATHS:
+        if path in OPEN_PATHS or path.startswith(DASHBOARD_PREFIX):
             return None
+        if request.method == "OPTIONS":
+            return None  # a preflight (answered above) or an OPTIONS carries no key
         headers = request.headers
         key = headers.get("X-API-Key")
         if path == "/metrics":
@@ -314,7 +399,9 @@ def create_app(node: Node, state: ServerState, metrics: Metrics) -> QuartTrio:
     async def stats() -> Response:
         rss = metrics.resident_memory_bytes()
         memory = Memory(rss_mb=round(rss / 1_048_576, 2) if rss is not None else 0.0)
-        return _json(stats_report(await node.stats(), memory))
+        p50, p99, samples = metrics.sampler.recent()
+        latency = Latency(p50_ms=p50, p99_ms=p99, samples=samples)
+        return _json(stats_report(await node.stats(), memory, latency))
 
     # The settings without secrets (API_KEY, METRICS_TOKEN, the Redis password).
     config = msgspec.structs.replace(settings, **settings.public())
@@ -351,8 +438,16 @@ def create_app(node: Node, state: ServerState, metrics: Metrics) -> QuartTrio:
     async def frame_schema() -> Response:
         return Response(generated()[FRAMES_FILE], content_type=JSON)
 
+    @app.get("/dashboard")
+    async def dashboard() -> Response:
+        return await dashboard_response("index.html")
+
+    @app.get("/dashboard/<path:name>")
+    async def dashboard_file(name: str) -> Response:
+        return await dashboard_response(name)
+
     @app.websocket("/ws")
     async def websocket_on_reused_connection() -> Response | None:
-        return await serve_asgi_websocket(node, state.draining, metrics)
+        return await serve_asgi_websocket(node, state.draining, metrics, origins)
 
     return app

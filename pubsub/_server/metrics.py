@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import platform
 import time
+from collections import deque
 from collections.abc import Iterator
 from typing import Final
 
@@ -50,16 +51,23 @@ LATENCY_BUCKETS: Final = (
 LATENCY_SAMPLE: Final = 16
 
 
+#: The recent samples :meth:`LatencySampler.recent` reads (``/stats``, the dashboard).
+RECENT_SAMPLES: Final = 4096
+RECENT_SECONDS: Final = 10.0
+
+
 class LatencySampler:
     """Observes one event write in ``every`` across the whole node (the first one
-    always), so a quiet node still records latencies and a busy one pays little."""
+    always), so a quiet node still records latencies and a busy one pays little.
+    The latest samples are also kept for :meth:`recent`."""
 
-    __slots__ = ("_countdown", "_every", "_histogram")
+    __slots__ = ("_countdown", "_every", "_histogram", "_recent")
 
     def __init__(self, histogram: Histogram, every: int = LATENCY_SAMPLE) -> None:
         self._histogram = histogram
         self._every = every
         self._countdown = 1
+        self._recent: deque[tuple[float, float]] = deque(maxlen=RECENT_SAMPLES)
 
     def written(self, published_at: float) -> None:
         """Events whose oldest was received at ``published_at`` (``perf_counter()``)
@@ -67,7 +75,24 @@ class LatencySampler:
         self._countdown -= 1
         if self._countdown <= 0:
             self._countdown = self._every
-            self._histogram.observe(time.perf_counter() - published_at)
+            now = time.perf_counter()
+            self._histogram.observe(now - published_at)
+            self._recent.append((now, now - published_at))
+
+    def recent(self, seconds: float = RECENT_SECONDS) -> tuple[float | None, float | None, int]:
+        """The median and 99th percentile latency in milliseconds of the samples of
+        the last ``seconds`` (at most :data:`RECENT_SAMPLES`; None without any),
+        and how many there were."""
+        since = time.perf_counter() - seconds
+        latencies = sorted(latency for at, latency in self._recent if at >= since)
+        if not latencies:
+            return None, None, 0
+        count = len(latencies)
+
+        def percentile(fraction: float) -> float:
+            return round(latencies[min(count - 1, int(fraction * count))] * 1000, 3)
+
+        return percentile(0.5), percentile(0.99), count
 
 
 class _StatsCollector(Collector):

@@ -138,10 +138,15 @@ _ERRORS: Final = {
         retry_after=True,
     ),
     "Unavailable": _error("UNAVAILABLE: the engine (Redis) cannot be reached or answered late"),
+    "Forbidden": _error(
+        "FORBIDDEN: a browser page of an origin ALLOWED_ORIGINS does not list (not a contract "
+        "code: an HTTP reason, like NOT_FOUND)"
+    ),
 }
 _STATUS_OF: Final = {
     "BadRequest": "400",
     "Unauthorized": "401",
+    "Forbidden": "403",
     "NotFound": "404",
     "Conflict": "409",
     "TooLarge": "413",
@@ -208,7 +213,7 @@ def _openapi_document() -> dict[str, Any]:
                 "createTopic",
                 "Create a topic",
                 {"201": _json_body(ref["TopicCreated"], "created")},
-                ["BadRequest", "Conflict", "TooLarge", "TooMany", "Unavailable"],
+                ["BadRequest", "Forbidden", "Conflict", "TooLarge", "TooMany", "Unavailable"],
                 requestBody={
                     "required": True,
                     "content": {"application/json": {"schema": ref["CreateTopic"]}},
@@ -227,7 +232,7 @@ def _openapi_document() -> dict[str, Any]:
                 "getTopic",
                 "One topic",
                 {"200": _json_body(ref["TopicDetail"], "the topic")},
-                ["NotFound", "Unavailable"],
+                ["Forbidden", "NotFound", "Unavailable"],
             ),
             "delete": _operation(
                 "deleteTopic",
@@ -242,7 +247,7 @@ def _openapi_document() -> dict[str, Any]:
                 "publishMessage",
                 "Publish a message, as a WebSocket publish would",
                 {"201": _json_body(ref["PublishResult"], "stored and handed to fan-out")},
-                ["BadRequest", "NotFound", "TooLarge", "TooMany", "Unavailable"],
+                ["BadRequest", "Forbidden", "NotFound", "TooLarge", "TooMany", "Unavailable"],
                 requestBody={
                     "required": True,
                     "content": {"application/json": {"schema": ref["RestMessage"]}},
@@ -328,6 +333,33 @@ def _openapi_document() -> dict[str, Any]:
                 security=open_to_all,
             )
         },
+        "/dashboard": {
+            "get": _operation(
+                "dashboard",
+                "The dashboard's page (HTML; it asks for the API key, and holds no data)",
+                {"200": {"description": "the page", "content": {"text/html": {}}}},
+                security=open_to_all,
+            )
+        },
+        "/dashboard/{name}": {
+            "get": _operation(
+                "dashboardFile",
+                "A file of the dashboard (script, style, vendored chart library)",
+                {
+                    "200": {"description": "the file"},
+                    "404": _error("NOT_FOUND: no such file"),
+                },
+                security=open_to_all,
+                parameters=[
+                    {
+                        "name": "name",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+            )
+        },
         "/ws": {
             "get": _operation(
                 "websocket",
@@ -337,6 +369,7 @@ def _openapi_document() -> dict[str, Any]:
                         "description": "switching protocols; the first frame is `info`/`connected`"
                     },
                     "400": _error("BAD_REQUEST: not a valid WebSocket upgrade"),
+                    "403": _error("FORBIDDEN: an Origin that ALLOWED_ORIGINS does not list"),
                     "426": _error("BAD_REQUEST: a WebSocket version other than 13"),
                     "503": _error("UNAVAILABLE: the server is shutting down"),
                 },

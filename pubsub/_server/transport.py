@@ -43,6 +43,7 @@ from .._protocol.websocket import (
 )
 from .auth import allowed, refused
 from .logs import connection_closed, connection_logging, connection_opened, peer_name
+from .origins import FORBIDDEN, allowed_origins, origin_refusal, refused_origin
 
 log = logging.getLogger("pubsub.transport")
 
@@ -69,7 +70,7 @@ async def serve_websocket(
 ) -> None:
     """Run one ``/ws`` connection whose request head (``head``) was already read.
 
-    Performs the handshake (auth, ``MAX_CONNECTIONS``), then serves the
+    Performs the handshake (``ALLOWED_ORIGINS``, auth, ``MAX_CONNECTIONS``), then serves the
     connection until either side closes it; a writer task, when one is needed,
     runs in ``writers`` (the nursery of the connections' handlers). Never
     raises for network errors.
@@ -78,6 +79,13 @@ async def serve_websocket(
     handshake = Handshake(head)
     if handshake.request is None:
         await stream.send_all(handshake.refusal)
+        return
+    origin = handshake.header(b"origin")
+    if origin is not None and not allowed_origins(settings.allowed_origins).allows(
+        origin, handshake.request.host
+    ):
+        refused_origin("ws", "/ws", _peer(stream), origin)
+        await stream.send_all(handshake.reject(403, FORBIDDEN, origin_refusal(origin)))
         return
     header, query = handshake.header(b"x-api-key"), handshake.query("api_key")
     if not allowed(settings.api_key, header, query):
