@@ -149,6 +149,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "(Origin must match Host). Requests without an Origin (CLI tools) always pass",
         ),
     ] = ""
+    tls_cert: Annotated[
+        str | None,
+        _doc("PEM certificate (chain) file: serve https:// and wss:// on PORT (needs TLS_KEY)"),
+    ] = None
+    tls_key: Annotated[str | None, _doc("PEM private key file of TLS_CERT")] = None
     # v1.2: message TTL.
     message_ttl: Annotated[
         int,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import ssl
 import textwrap
 import tomllib
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ import msgspec
 
 from .._protocol.errors import PubSubError
 from .._protocol.frames import check_topic_name
+from .._server.tls import tls_context
 from .._settings import (
     ENV_PREFIX,
     FIELD_NAMES,
@@ -243,10 +245,17 @@ def check(config: Config, worker: str | None = None) -> Config:
     number, under a supervisor), its own node id.
 
     Raises:
-        ConfigError: more than one worker on the memory engine, or a ``NODE_ID``
-            too long for the worker suffix.
+        ConfigError: more than one worker on the memory engine, a ``NODE_ID``
+            too long for the worker suffix, or TLS files missing or unreadable.
     """
     settings = config.settings
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise ConfigError("TLS_CERT and TLS_KEY go together: set both to serve https and wss")
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        try:
+            tls_context(settings.tls_cert, settings.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"TLS_CERT / TLS_KEY: {exc}") from None
     if settings.workers > 1 and settings.engine == "memory":
         raise ConfigError(
             "WORKERS: more than one worker needs ENGINE=redis "

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import socket
 from typing import Final
 
@@ -38,6 +37,8 @@ from hypercorn.protocol.h11 import H11Protocol
 
 from .._protocol.errors import ErrorCode, error_body
 
+#: How long a 408 (or 505) may take to go out before the connection is closed anyway.
+REFUSAL_WRITE_TIMEOUT: Final = 1.0
 #: Bytes an HTTP/2 client with prior knowledge sends first (RFC 9113 3.4).
 HTTP2_PREFACE: Final = b"PRI * HTTP/2.0\r\n"
 
@@ -96,7 +97,7 @@ class HttpStream(trio.abc.HalfCloseableStream):
 
     def __init__(
         self,
-        stream: trio.SocketStream,
+        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream],
         prefix: bytes,
         *,
         keep_alive_timeout: float,
@@ -104,7 +105,9 @@ class HttpStream(trio.abc.HalfCloseableStream):
     ) -> None:
         self._stream = stream
         self._prefix = prefix
-        self.socket = stream.socket
+        self.socket = (
+            stream.transport_stream.socket if isinstance(stream, trio.SSLStream) else stream.socket
+        )
         self._keep_alive = keep_alive_timeout
         self._request_timeout = request_timeout
         #: A request has begun and its response has not: the request's deadline runs.
@@ -127,25 +130,30 @@ class HttpStream(trio.abc.HalfCloseableStream):
             raise trio.ClosedResourceError("the connection timed out")
         deadline = math.inf if self._upgraded else self._deadline
         with trio.move_on_at(deadline) as self._receiving:
-            data = await self._stream.receive_some(max_bytes)
-            if data and not self._in_request and not self._upgraded:
+            received = await self._stream.receive_some(max_bytes)
+            if received and not self._in_request and not self._upgraded:
                 # The next request begins: it has REQUEST_TIMEOUT to arrive whole.
                 self._in_request = True
                 self._deadline = trio.current_time() + self._request_timeout
-                if data.startswith(HTTP2_PREFACE[: len(data)]) and len(data) >= 3:
-                    self._refuse(http2_refusal())
+                if received.startswith(HTTP2_PREFACE[: len(received)]) and len(received) >= 3:
+                    await self._refuse(http2_refusal())
                     raise trio.ClosedResourceError("HTTP/2 preface")
-            return data
+            return received
         if self._in_request:
-            self._refuse(request_timeout_response())
+            await self._refuse(request_timeout_response())
             raise trio.ClosedResourceError("the request did not arrive in time")
         return b""  # idle for KEEP_ALIVE_TIMEOUT: hypercorn closes as if the peer had
 
-    def _refuse(self, response: bytes) -> None:
-        """Answer ``response`` if the socket takes it now, and close: whatever
+    async def _refuse(self, response: bytes) -> None:
+        """Answer ``response`` if the peer takes it at once, and close: whatever
         hypercorn sends after this is dropped."""
-        with contextlib.suppress(OSError):
-            os.write(self.socket.fileno(), response)
+        with (
+            trio.move_on_after(REFUSAL_WRITE_TIMEOUT),
+            contextlib.suppress(
+                trio.BrokenResourceError, trio.BusyResourceError, trio.ClosedResourceError
+            ),
+        ):
+            await self._stream.send_all(response)
         self._close_now()
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:

@@ -40,7 +40,8 @@ from .http import ServerState, create_app
 from .http_conn import HTTP2_PREFACE, HttpStream, http2_refusal, serve_http11_only
 from .listen import serve_listeners
 from .metrics import Metrics
-from .transport import run_keepalive, serve_websocket
+from .tls import tls_context
+from .transport import AnyStream, run_keepalive, serve_websocket
 
 log = logging.getLogger("pubsub.server")
 
@@ -86,7 +87,7 @@ def head_complete(data: bytes) -> bool:
     return b"\r\n\r\n" in data or len(data) >= MAX_HEAD
 
 
-async def read_head(stream: trio.SocketStream, data: bytes = b"") -> bytes | None:
+async def read_head(stream: AnyStream, data: bytes = b"") -> bytes | None:
     """Read until the end of the HTTP request head (or ``MAX_HEAD`` bytes), after
     ``data`` (read already).
 
@@ -151,6 +152,12 @@ class Server:
         #: Where connection handlers (and their writers, when needed) run.
         self._connections: trio.Nursery | None = None
         self._shutdown = trio.Event()
+        #: TLS_CERT / TLS_KEY: every connection speaks TLS (https://, wss://).
+        self._tls = (
+            tls_context(settings.tls_cert, settings.tls_key)
+            if settings.tls_cert is not None and settings.tls_key is not None
+            else None
+        )
 
     @property
     def node(self) -> Node:
@@ -212,10 +219,13 @@ class Server:
                     partial(serve_listeners, handler, listeners, handler_nursery=connections)
                 )
                 services.start_soon(run_keepalive, node)
+                secure = "s" if self._tls is not None else ""
                 log.info(
-                    "listening on http://%s:%d (WebSocket ws://%s:%d/ws)",
+                    "listening on http%s://%s:%d (WebSocket ws%s://%s:%d/ws)",
+                    secure,
                     settings.host,
                     self.port,
+                    secure,
                     settings.host,
                     self.port,
                     extra={
@@ -266,19 +276,27 @@ class Server:
         stream: trio.SocketStream,
     ) -> None:
         try:
-            head = read_head_now(stream)
-            if head is not None and not head_complete(head):
-                read, head = head, None
+            conn: AnyStream = stream
+            if self._tls is None:
+                head = read_head_now(stream)
+                if head is not None and not head_complete(head):
+                    read, head = head, None
+                    with trio.move_on_after(self.settings.seconds("handshake_timeout")):
+                        head = await read_head(stream, read)
+            else:
+                # The TLS handshake happens in the first read; both within HANDSHAKE_TIMEOUT.
+                conn = trio.SSLStream(stream, self._tls, server_side=True)
+                head = None
                 with trio.move_on_after(self.settings.seconds("handshake_timeout")):
-                    head = await read_head(stream, read)
+                    head = await read_head(conn)
             if head is None:
                 return  # closed, or no complete request head in HANDSHAKE_TIMEOUT
             if head.startswith(HTTP2_PREFACE):
-                await stream.send_all(http2_refusal())
+                await conn.send_all(http2_refusal())
             elif not is_websocket_request(head):
                 settings = self.settings
                 http_stream = HttpStream(
-                    stream,
+                    conn,
                     head,
                     keep_alive_timeout=settings.seconds("keep_alive_timeout"),
                     request_timeout=settings.seconds("request_timeout"),
@@ -287,11 +305,11 @@ class Server:
                 await TCPServer(app, config, context, lifespan_state, http_stream)  # type: ignore[arg-type]
             elif self.state.draining:
                 body = error_body(ErrorCode.UNAVAILABLE, "server shutting down")
-                await stream.send_all(_UNAVAILABLE % len(body) + body)
+                await conn.send_all(_UNAVAILABLE % len(body) + body)
             else:
                 writers = self._connections
                 assert writers is not None
-                await serve_websocket(stream, head, node, writers, metrics.sampler.written)
+                await serve_websocket(conn, head, node, writers, metrics.sampler.written)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except Exception:

@@ -56,13 +56,24 @@ log = logging.getLogger("pubsub.transport")
 RECEIVE_SIZE: Final = 65536
 MAX_RECEIVE_SIZE: Final = 1048576
 
+#: A connection: a plain socket stream (the fast path), or TLS over one (``wss://``).
+AnyStream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
+
+
+def raw_socket(stream: AnyStream) -> trio.socket.SocketType:
+    """The TCP socket under ``stream``."""
+    if isinstance(stream, trio.SSLStream):
+        return stream.transport_stream.socket
+    return stream.socket
+
+
 #: Called after each write that carried events, with the ``perf_counter()`` time
 #: the oldest of them was received from its publisher (see ``LatencySampler``).
 LatencyObserver = Callable[[float], object]
 
 
 async def serve_websocket(
-    stream: trio.SocketStream,
+    stream: AnyStream,
     head: bytes,
     node: Node,
     writers: trio.Nursery,
@@ -121,10 +132,10 @@ async def serve_websocket(
             connection_closed(session)
 
 
-def _peer(stream: trio.SocketStream) -> str | None:
+def _peer(stream: AnyStream) -> str | None:
     """The peer's ``host:port`` (None once the socket is gone)."""
     try:
-        return peer_name(stream.socket.getpeername())
+        return peer_name(raw_socket(stream).getpeername())
     except OSError:
         return None
 
@@ -140,8 +151,11 @@ def write_at_once(fd: int, data: bytes) -> memoryview | None:
     return memoryview(data)[written:] if written < len(data) else None
 
 
-async def send_all(stream: trio.SocketStream, data: bytes) -> None:
-    """``stream.send_all(data)``, trying one plain write first."""
+async def send_all(stream: AnyStream, data: bytes) -> None:
+    """``stream.send_all(data)``, trying one plain write first (not under TLS)."""
+    if isinstance(stream, trio.SSLStream):
+        await stream.send_all(data)
+        return
     try:
         rest = write_at_once(stream.socket.fileno(), data)
     except OSError as exc:
@@ -202,6 +216,7 @@ class Connection:
         "_peer_closed_event",
         "_reading",
         "_receive_size",
+        "_socket",
         "_write_inline",
         "_write_pending",
         "_writer_done",
@@ -214,7 +229,7 @@ class Connection:
 
     def __init__(
         self,
-        stream: trio.SocketStream,
+        stream: AnyStream,
         reader: MessageReader,
         session: Session,
         node: Node,
@@ -231,7 +246,10 @@ class Connection:
         # sending ours (an Event only then: most connections never need one).
         self._peer_closed = False
         self._peer_closed_event: trio.Event | None = None
-        self._fd = stream.socket.fileno()
+        self._socket = raw_socket(stream)
+        #: The descriptor for plain writes and reads; None under TLS, where every
+        #: byte goes through the SSL stream (and every write through the writer).
+        self._fd: int | None = None if isinstance(stream, trio.SSLStream) else self._socket.fileno()
         self._receive_size = RECEIVE_SIZE
         self._reading = True
         self._aborted = False
@@ -247,7 +265,8 @@ class Connection:
         settings = node.settings
         self._close_timeout = settings.seconds("close_timeout")
         self._give_up_at = math.inf
-        session.write_now = self._write_now
+        if self._fd is not None:
+            session.write_now = self._write_now
         grace = max(self._close_timeout, settings.seconds("shutdown_timeout"))
         session.on_close = lambda: self._give_up_after(grace)
 
@@ -258,6 +277,7 @@ class Connection:
 
     def _write_now(self, data: bytes, published_at: float) -> int:
         """Non-blocking write for the session while the writer is idle."""
+        assert self._fd is not None
         written = os.write(self._fd, data)
         if published_at and self._latency is not None:
             self._latency(published_at)
@@ -270,7 +290,14 @@ class Connection:
         when the peer is quiet (trio yields again after every successful recv):
         a read that has to wait yields in ``wait_readable``; one that succeeds
         at once yields explicitly, so a flooding peer cannot starve the others.
+        Under TLS the SSL stream reads.
         """
+        if self._fd is None:
+            assert isinstance(self.stream, trio.SSLStream)
+            try:
+                return bytes(await self.stream.receive_some(self._receive_size))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return b""
         try:
             data = self._read_now()
         except BlockingIOError:
@@ -282,7 +309,7 @@ class Connection:
             return data
         while not self._aborted:
             try:
-                await trio.lowlevel.wait_readable(self.stream.socket)
+                await trio.lowlevel.wait_readable(self._socket)
             except trio.ClosedResourceError:
                 return b""  # the writer gave up (_abort)
             try:
@@ -294,6 +321,7 @@ class Connection:
         return b""
 
     def _read_now(self) -> bytes:
+        assert self._fd is not None
         size = self._receive_size
         data = os.read(self._fd, size)
         if len(data) == size:
@@ -426,7 +454,8 @@ class Connection:
                         session.writer_idle(self._start_writer)  # until needed again
                         return
                     break  # closing, and everything queued is written
-                rest = write_at_once(fd, batch[0] if len(batch) == 1 else b"".join(batch))
+                data = batch[0] if len(batch) == 1 else b"".join(batch)
+                rest = write_at_once(fd, data) if fd is not None else memoryview(data)
                 if rest is not None:
                     await self._send_blocking(rest)
                 if latency is not None and session.batch_published_at:
@@ -434,7 +463,11 @@ class Connection:
             reason = session.close_reason
             assert reason is not None
             close = self.reader.close(reason.code, reason.reason)
-            rest = write_at_once(fd, close) if close else None
+            rest = (
+                (write_at_once(fd, close) if fd is not None else memoryview(close))
+                if close
+                else None
+            )
             if rest is not None:
                 await self._send_blocking(rest)
             if not self._peer_closed:
@@ -467,7 +500,7 @@ class Connection:
         if self._blocked is not None:
             self._blocked.cancel()
         # Wakes the reader if it waits for data (the handler closes the socket).
-        trio.lowlevel.notify_closing(self.stream.socket)
+        trio.lowlevel.notify_closing(self._socket)
         if self.session.is_open:
             self.session.close(CloseReason(CLOSE_ABNORMAL, "connection lost"))
 
