@@ -58,7 +58,9 @@ async def test_https_rest_and_wss_fan_out(
             async def subscribe_and_read(index: int, ready: trio.Event) -> None:
                 async with open_websocket_url(url, ssl_context=client_context) as ws:
                     await ws.get_message()  # welcome
-                    await ws.send_message(json.dumps({"type": "subscribe", "topic": "t", "client_id": "s"}))
+                    await ws.send_message(
+                        json.dumps({"type": "subscribe", "topic": "t", "client_id": "s"})
+                    )
                     assert json.loads(await ws.get_message())["type"] == "ack"
                     ready.set()
                     while len(received[index]) < 50:
