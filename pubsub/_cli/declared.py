@@ -13,7 +13,7 @@ engine (the wrapper returns its coroutines as they are, adding no await).
 from __future__ import annotations
 
 import logging
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from functools import partial
 from typing import Any
 
@@ -125,6 +125,12 @@ class DeclaringEngine:
 
     def follow(self, topic: str) -> Coroutine[Any, Any, int | None]:
         return self._engine.follow(topic)
+
+    def report_status(self, status: Callable[[], bytes]) -> None:
+        self._engine.report_status(status)
+
+    def node_statuses(self) -> Coroutine[Any, Any, list[bytes]]:
+        return self._engine.node_statuses()
 
     def unfollow(self, topic: str) -> None:
         self._engine.unfollow(topic)

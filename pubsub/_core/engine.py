@@ -22,6 +22,7 @@ subscribe (history, then live) is atomic with respect to its publishes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import msgspec
@@ -171,6 +172,16 @@ class Engine(Protocol):
         self, feed: Feed, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Serve ``feed`` until cancelled; ``task_status.started()`` once usable."""
+        ...
+
+    def report_status(self, status: Callable[[], bytes]) -> None:
+        """Publish this node's status (``status()``: JSON, asked every few seconds)
+        for :meth:`node_statuses` on every node; an engine of one node keeps none."""
+        ...
+
+    async def node_statuses(self) -> list[bytes]:
+        """The latest status of every live node of the cluster (empty for an
+        engine of one node: the caller knows its own)."""
         ...
 
     async def create_topic(self, name: str, message_ttl_ms: int = 0) -> TopicInfo:

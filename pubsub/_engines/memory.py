@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections import deque
+from collections.abc import Callable
 from typing import Final
 
 import trio
@@ -32,15 +33,23 @@ def new_epoch() -> str:
     return f"{_epoch_prefix}-{next(_epochs)}"
 
 
+#: The ring of every topic nothing was published to yet (and of every topic when
+#: ``MAX_MESSAGES_PER_TOPIC`` is 0): shared, and with no room it keeps nothing
+#: put into it. A deque costs ~770 bytes even empty (its first block of 64
+#: slots), more than the rest of an unused topic.
+_NO_RING: Final = deque[Publication](maxlen=0)
+
+
 class _Topic:
     __slots__ = ("created_at", "epoch", "expiring", "name", "offset", "ring", "ttl")
 
-    def __init__(self, name: str, max_messages: int, ttl: int) -> None:
+    def __init__(self, name: str, ttl: int) -> None:
         self.name = name
         self.epoch = new_epoch()
         self.created_at = timestamps.now_ms()
         self.offset = 0
-        self.ring: deque[Publication] = deque(maxlen=max_messages)
+        #: Its own ring from the first publish on (``MemoryEngine.publish``).
+        self.ring: deque[Publication] = _NO_RING
         self.ttl = ttl
         #: Whether any message ever published here had a TTL: history reads of
         #: topics without one never look at expiry.
@@ -92,7 +101,7 @@ class MemoryEngine:
             raise TopicExists(f"topic {name!r} already exists")
         if len(self._topics) >= self._max_topics:
             raise LimitExceeded(f"the broker has the maximum of {self._max_topics} topics")
-        topic = self._topics[name] = _Topic(name, self._max_messages, message_ttl_ms)
+        topic = self._topics[name] = _Topic(name, message_ttl_ms)
         return topic.info()
 
     async def delete_topic(self, name: str) -> None:
@@ -112,6 +121,12 @@ class MemoryEngine:
 
     async def topic_names(self) -> list[str]:
         return list(self._topics)
+
+    def report_status(self, status: Callable[[], bytes]) -> None:
+        return None  # one node: nobody else asks
+
+    async def node_statuses(self) -> list[bytes]:
+        return []
 
     def _get(self, name: str) -> _Topic:
         try:
@@ -143,7 +158,10 @@ class MemoryEngine:
                 )
             ]
         state.offset += len(messages)
-        state.ring.extend(publications)
+        ring = state.ring
+        if ring is _NO_RING and self._max_messages:
+            ring = state.ring = deque(maxlen=self._max_messages)
+        ring.extend(publications)
         if self._feed is not None:
             self._feed.on_publications(topic, publications)
         return Published(first, state.epoch, ts)

@@ -44,7 +44,7 @@ import itertools
 import logging
 import math
 import os
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -256,6 +256,20 @@ return {{{_RUN_ID}, out}}
 """
 )
 
+_NODES: Final = _lua(
+    """
+-- ARGV: prefix, now (ms), report ttl (ms): the status of every node that reported lately
+local nodes = redis.call('ZRANGEBYSCORE', ARGV[1] .. ':nodes',
+  tonumber(ARGV[2]) - tonumber(ARGV[3]), '+inf')
+local out = {}
+for _, node in ipairs(nodes) do
+  local status = redis.call('GET', ARGV[1] .. ':node:' .. node .. ':status')
+  if status then table.insert(out, status) end
+end
+return out
+"""
+)
+
 _OFFSETS: Final = _lua(
     """
 -- KEYS: meta keys; the newest offset of each topic (-1: gone)
@@ -269,10 +283,12 @@ return out
 
 _REPORT: Final = _lua(
     """
--- KEYS: node subs hash, nodes set; ARGV: node id, now, ttl ms, topic, count, ...
+-- KEYS: node subs hash, nodes set, node status; ARGV: node id, now, ttl ms,
+-- status ('' for none), topic, count, ...
 redis.call('DEL', KEYS[1])
-for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[3]) end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[2]) - 10 * tonumber(ARGV[3]))
 return 1
@@ -343,6 +359,8 @@ class RedisEngine:
         self._address, self._tls, self._database, self._credentials = parse_redis_url(url)
         self._prefix = prefix
         self._node_id = node_id
+        #: This node's status for ``/nodes`` (set by the server), sent with each report.
+        self._status: Callable[[], bytes] | None = None
         self._max_topics = max_topics
         self._max_messages = max_messages
         self._timeout = timeout
@@ -510,6 +528,13 @@ class RedisEngine:
     async def topic_count(self) -> int:
         assert self._client is not None
         return int(await self._call(self._client.hlen(f"{self._prefix}:topics")))
+
+    def report_status(self, status: Callable[[], bytes]) -> None:
+        self._status = status
+
+    async def node_statuses(self) -> list[bytes]:
+        rows = await self._script(_NODES, [], [self._prefix, now_ms(), REPORT_TTL_MS])
+        return [bytes(row) for row in rows]
 
     async def topic_names(self) -> list[str]:
         assert self._client is not None
@@ -938,7 +963,8 @@ class RedisEngine:
                         )
 
     async def _report(self) -> None:
-        """This node's subscriber counts, for cluster-wide ``/topics``."""
+        """This node's subscriber counts, for cluster-wide ``/topics``, and its
+        status (``/nodes``)."""
         while True:
             feed = self._feed
             if feed is not None and self._available:
@@ -948,11 +974,16 @@ class RedisEngine:
                     if count
                     for item in (topic, count)
                 ]
+                status = self._status() if self._status is not None else b""
                 with contextlib.suppress(Unavailable, InternalError):
                     await self._script(
                         _REPORT,
-                        [f"{self._prefix}:node:{self._node_id}:subs", f"{self._prefix}:nodes"],
-                        [self._node_id, now_ms(), REPORT_TTL_MS, *counts],
+                        [
+                            f"{self._prefix}:node:{self._node_id}:subs",
+                            f"{self._prefix}:nodes",
+                            f"{self._prefix}:node:{self._node_id}:status",
+                        ],
+                        [self._node_id, now_ms(), REPORT_TTL_MS, status, *counts],
                     )
             await trio.sleep(REPORT_EVERY)
 

@@ -145,6 +145,33 @@ class Health(msgspec.Struct, frozen=True):
     topics: Annotated[int | None, msgspec.Meta(description="null while the engine is away")]
     subscribers: int
     engine: EngineStatus
+    api_key_required: Annotated[
+        bool,
+        msgspec.Meta(description="whether the other paths need X-API-Key (API_KEY is set)"),
+    ] = False
+
+
+class NodeStatus(msgspec.Struct, frozen=True):
+    """One node of the cluster, as it last reported (every 2 s; `GET /nodes`)."""
+
+    node_id: str
+    connections: int
+    subscribers: int
+    published: Annotated[int, msgspec.Meta(description="messages this node published")]
+    delivered: int
+    dropped: int
+    slow_consumer_disconnects: int
+    p50_ms: Annotated[float | None, msgspec.Meta(description="recent latency (see /stats)")]
+    p99_ms: float | None
+    rss_mb: float
+    updated_at: str
+    is_self: bool = msgspec.field(default=False, name="self")
+
+
+class NodeList(msgspec.Struct, frozen=True):
+    """`GET /nodes`: every live node, this one first (`self`: true), then by node id."""
+
+    nodes: list[NodeStatus]
 
 
 class Memory(msgspec.Struct, frozen=True):

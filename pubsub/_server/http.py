@@ -54,6 +54,8 @@ from .bodies import (
     Latency,
     Memory,
     MessageHistory,
+    NodeList,
+    NodeStatus,
     PublishResult,
     RestMessage,
     ServiceInfo,
@@ -124,6 +126,7 @@ def _forbidden(origin: str) -> Response:
 
 
 T = TypeVar("T")
+_node_status_decoder: Final = msgspec.json.Decoder(NodeStatus)
 
 
 def decode_body(body: str | bytes, kind: type[T], max_depth: int = MAX_JSON_DEPTH) -> T:
@@ -392,8 +395,47 @@ def create_app(node: Node, state: ServerState, metrics: Metrics) -> QuartTrio:
             topics=topics,
             subscribers=node.total_subscribers(),
             engine=_engine_status(node),
+            api_key_required=settings.api_key is not None,
         )
         return _json(body, 200 if status == "ok" else 503)
+
+    def node_status() -> NodeStatus:
+        counters = node.counters
+        p50, p99, _ = metrics.sampler.recent()
+        rss = metrics.resident_memory_bytes()
+        return NodeStatus(
+            node_id=node.node_id,
+            connections=len(node.sessions()),
+            subscribers=node.total_subscribers(),
+            published=counters.published,
+            delivered=counters.delivered,
+            dropped=counters.dropped,
+            slow_consumer_disconnects=counters.slow_consumer_disconnects,
+            p50_ms=p50,
+            p99_ms=p99,
+            rss_mb=round(rss / 1_048_576, 2) if rss is not None else 0.0,
+            updated_at=ts_now(),
+        )
+
+    node.engine.report_status(lambda: msgspec.json.encode(node_status()))
+
+    @app.get("/nodes")
+    async def nodes() -> Response:
+        own = msgspec.structs.replace(node_status(), is_self=True)
+        others: list[NodeStatus] = []
+        try:
+            reports = await node.engine.node_statuses()
+        except Unavailable:
+            reports = []  # the others are out of sight; this node still answers
+        for report in reports:
+            try:
+                status = _node_status_decoder.decode(report)
+            except msgspec.DecodeError:
+                continue  # a node of another version: left out rather than fail
+            if status.node_id != own.node_id:
+                others.append(status)
+        others.sort(key=lambda status: status.node_id)
+        return _json(NodeList([own, *others]))
 
     @app.get("/stats")
     async def stats() -> Response:

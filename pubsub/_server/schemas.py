@@ -34,6 +34,7 @@ from .bodies import (
     CreateTopic,
     Health,
     MessageHistory,
+    NodeList,
     PublishResult,
     RestError,
     RestMessage,
@@ -194,6 +195,7 @@ def _openapi_document() -> dict[str, Any]:
         MessageHistory,
         Health,
         StatsReport,
+        NodeList,
         ServiceInfo,
     ]
     refs, schemas = _components(types, "#/components/schemas/{name}")
@@ -295,6 +297,13 @@ def _openapi_document() -> dict[str, Any]:
                 "stats",
                 "This node's statistics",
                 {"200": _json_body(ref["StatsReport"], "the statistics")},
+            )
+        },
+        "/nodes": {
+            "get": _operation(
+                "nodes",
+                "Every live node of the cluster as it last reported (this one, fresh, first)",
+                {"200": _json_body(ref["NodeList"], "the nodes")},
             )
         },
         "/info": {

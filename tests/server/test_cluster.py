@@ -338,3 +338,24 @@ async def test_a_filtered_subscriber_on_the_redis_engine_gets_only_matching_mess
                     (4, "m4"),
                     (6, "m5"),
                 ]
+
+
+async def test_nodes_lists_every_node_of_the_cluster(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    settings = redis_settings(redis_server.url, redis_prefix)
+    async with (
+        open_server(settings.replace(node_id="node-a")) as one,
+        open_server(settings.replace(node_id="node-b")) as two,
+        http(one) as rest,
+    ):
+        expected = sorted([one.node.node_id, two.node.node_id])
+        with trio.fail_after(30):
+            while True:  # each node reports every few seconds (REPORT_EVERY)
+                nodes = (await rest.get("/nodes")).json()["nodes"]
+                if sorted(n["node_id"] for n in nodes) == expected:
+                    break
+                await trio.sleep(0.1)
+        assert nodes[0]["node_id"] == one.node.node_id and nodes[0]["self"] is True
+        assert nodes[1]["node_id"] == two.node.node_id and nodes[1]["self"] is False
+        assert set(nodes[1]) == set(nodes[0])

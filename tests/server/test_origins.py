@@ -169,3 +169,15 @@ def test_a_bad_allowed_origins_entry_is_named() -> None:
     with pytest.raises(ValueError, match="ALLOWED_ORIGINS"):
         Origins("example.com")
     assert convert("allowed_origins", " * ") == " * "
+
+
+async def test_nodes_lists_this_node_fresh() -> None:
+    async with running() as server, http(server) as client:
+        [own] = (await client.get("/nodes")).json()["nodes"]
+        assert own["node_id"] == server.node.node_id and own["self"] is True
+        assert own["connections"] == 0 and own["p50_ms"] is None
+        health = (await client.get("/health")).json()
+        assert health["api_key_required"] is False
+    async with running(api_key="k3y") as server, http(server) as client:
+        assert (await client.get("/nodes")).status_code == 401
+        assert (await client.get("/health")).json()["api_key_required"] is True

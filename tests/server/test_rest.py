@@ -115,6 +115,7 @@ async def test_health_stats_info_metrics() -> None:
                 "topics": 1,
                 "subscribers": 1,
                 "engine": {"kind": "memory", "status": "ok"},
+                "api_key_required": False,
             }
 
             stats = (await client.get("/stats")).json()
