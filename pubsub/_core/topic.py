@@ -9,6 +9,11 @@ registry) is the engine's: a run of consecutive publishes becomes one
 through the engine's feed to :meth:`TopicActor.fan_out`, which frames each one
 once for this node and hands the whole run to each subscriber in one
 :meth:`~pubsub._core.session.Session.deliver` call.
+
+The inbox is a list the actor's task parks on directly, not a memory channel:
+a node may hold thousands of topics that are seldom used, and a channel pair
+with its state cost ~1.8 KB per topic, twice the rest of an idle actor's
+state (see "Memory per topic" in docs/operations.md).
 """
 
 from __future__ import annotations
@@ -109,6 +114,35 @@ class TopicActor:
         dropped: Events this topic's fan-out dropped from full outboxes.
     """
 
+    # Slots: one actor per topic in use, and an instance dict of this many
+    # attributes would cost more than the actor's fields themselves.
+    __slots__ = (
+        "_blocked",
+        "_busy",
+        "_closed",
+        "_counters",
+        "_engine",
+        "_filters",
+        "_framer",
+        "_groups",
+        "_inbox",
+        "_inbox_size",
+        "_joining",
+        "_max_batch",
+        "_max_subscribers",
+        "_published_at",
+        "_reasons",
+        "_receipts",
+        "_seen",
+        "_waiting",
+        "deleted",
+        "dropped",
+        "epoch",
+        "name",
+        "offset",
+        "subscribers",
+    )
+
     def __init__(
         self,
         info: TopicInfo,
@@ -154,11 +188,19 @@ class TopicActor:
         self._counters = counters
         #: When the publish being stored was received (read by ``fan_out``).
         self._published_at = 0.0
-        #: Commands submitted and not yet taken, and whether a batch is being
-        #: carried out: together they say whether the actor is idle.
-        self._queued = 0
+        #: Commands submitted and not yet taken, oldest first (at most
+        #: ``inbox_size``), and whether a batch is being carried out: together
+        #: they say whether the actor is idle.
+        self._inbox: list[Command] = []
+        self._inbox_size = inbox_size
         self._busy = False
-        self._send, self._receive = trio.open_memory_channel[Command](inbox_size)
+        #: Submitters waiting for room in a full inbox, oldest first, with their
+        #: commands (None while nobody waits, as almost always).
+        self._blocked: dict[trio.lowlevel.Task, Command] | None = None
+        #: The actor's task while it waits for a command.
+        self._waiting: trio.lowlevel.Task | None = None
+        #: Closed (deleted, node shutdown, or the task ended): nothing more is taken.
+        self._closed = False
 
     def __repr__(self) -> str:
         return (
@@ -168,23 +210,36 @@ class TopicActor:
     # ------------------------------------------------------------ called by others
 
     async def submit(self, command: Command) -> bool:
-        """Queue a command; waits only while the inbox is full. False if the topic is gone."""
-        try:
-            self._send.send_nowait(command)
-        except trio.WouldBlock:
-            try:
-                await self._send.send(command)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return False
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        """Queue a command; waits only while the inbox is full (in turn with the
+        others waiting). False if the topic is gone (or the node closing)."""
+        if self._closed:
             return False
-        self._queued += 1
-        return True
+        if len(self._inbox) < self._inbox_size:
+            self._inbox.append(command)
+            waiting = self._waiting
+            if waiting is not None:
+                self._waiting = None
+                trio.lowlevel.reschedule(waiting)
+            return True
+        task = trio.lowlevel.current_task()
+        blocked = self._blocked
+        if blocked is None:
+            blocked = self._blocked = {}
+        blocked[task] = command
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            del blocked[task]
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+        # Taken into the inbox (``_take`` removed it), or refused (``_refuse``
+        # left it in the dict it detached).
+        return blocked.pop(task, None) is None
 
     @property
     def idle(self) -> bool:
         """Nothing queued and nothing being carried out (a command may run now)."""
-        return not self._busy and not self._queued and not self.deleted
+        return not self._busy and not self._inbox and not self.deleted
 
     async def run_now(self, commands: list[Command]) -> None:
         """Carry out ``commands`` in the caller's turn (run to completion: no task
@@ -198,8 +253,24 @@ class TopicActor:
             self._busy = False
 
     def close(self) -> None:
-        """Stop the actor once it has carried out what is queued (node shutdown)."""
-        self._send.close()
+        """Stop the actor once it has carried out what is queued (node shutdown);
+        submitters still waiting for room are refused."""
+        if self._closed:
+            return
+        self._closed = True
+        self._refuse()
+        waiting = self._waiting
+        if waiting is not None:
+            self._waiting = None
+            trio.lowlevel.reschedule(waiting)
+
+    def _refuse(self) -> None:
+        """Wake every submitter waiting for room; their ``submit`` answers False."""
+        blocked = self._blocked
+        if blocked:
+            self._blocked = None
+            for task in blocked:
+                trio.lowlevel.reschedule(task)
 
     def detach(self, session: Session) -> None:
         """Forget a session that is going away. Synchronous: the actor never
@@ -365,27 +436,68 @@ class TopicActor:
         self._joining.clear()
         self._filters.clear()
         self._reasons.clear()
-        self._send.close()
+        self.close()
 
     # --------------------------------------------------------------- the actor
 
     async def run(self) -> None:
-        """The actor: carry out commands until deleted or closed."""
-        receive = self._receive
-        with receive:
-            async for first in receive:
-                batch = [first]
-                try:
-                    while len(batch) < self._max_batch:
-                        batch.append(receive.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    pass  # EndOfChannel: deleted or closed; this batch is the last
-                self._queued -= len(batch)
+        """The actor: carry out commands until deleted or closed (then what is
+        queued is carried out first)."""
+        try:
+            while True:
+                if self._inbox:
+                    # Let others run between batches, as a channel's receive does.
+                    await trio.lowlevel.checkpoint()
+                elif self._closed:
+                    return
+                else:
+                    # Parked on the inbox itself: ``submit`` or ``close`` wakes it.
+                    self._waiting = trio.lowlevel.current_task()
+
+                    def abort(_: object) -> trio.lowlevel.Abort:
+                        self._waiting = None
+                        return trio.lowlevel.Abort.SUCCEEDED
+
+                    await trio.lowlevel.wait_task_rescheduled(abort)
+                    if not self._inbox:
+                        continue  # woken by close
+                batch = self._take()
                 self._busy = True
                 try:
                     await self._process(batch)
                 finally:
                     self._busy = False
+        finally:
+            # Cancelled (or done): later submits and those waiting are refused.
+            self._closed = True
+            self._inbox = []
+            self._refuse()
+
+    def _take(self) -> list[Command]:
+        """The next batch: at most ``max_batch`` commands, oldest first. Waiting
+        submitters' commands follow in turn, into the batch while it has room
+        and the inbox is empty, else into the inbox."""
+        inbox = self._inbox
+        limit = self._max_batch
+        if len(inbox) > limit:
+            batch = inbox[:limit]
+            del inbox[:limit]
+        else:
+            batch = inbox
+            inbox = self._inbox = []
+        blocked = self._blocked
+        if blocked:
+            while blocked and len(inbox) < self._inbox_size:
+                task = next(iter(blocked))
+                command = blocked.pop(task)
+                if inbox or len(batch) >= limit:
+                    inbox.append(command)
+                else:
+                    batch.append(command)
+                trio.lowlevel.reschedule(task)
+            if not blocked:
+                self._blocked = None
+        return batch
 
     async def _process(self, batch: list[Command]) -> None:
         """Carry out a batch of commands in order; consecutive publishes together."""

@@ -5,7 +5,7 @@ says so, and the test plays the feed (``Node.on_publications``, ``on_gap``,
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -46,6 +46,12 @@ class ScriptedEngine:
     ) -> None:
         task_status.started()
         await trio.sleep_forever()
+
+    def report_status(self, status: Callable[[], bytes]) -> None:
+        return None
+
+    async def node_statuses(self) -> list[bytes]:
+        return []
 
     async def create_topic(self, name: str, message_ttl_ms: int = 0) -> TopicInfo:
         return TopicInfo(name, "e1", 0, 0, 0)
@@ -229,3 +235,82 @@ async def test_a_run_of_publishes_is_cut_at_max_run_bytes(
         assert sum(len(call) for call in engine.published) == 7
         assert all(size <= MAX_RUN_BYTES for size in sizes)
         assert [frame["offset"] for frame in await drain(publisher)] == list(range(1, 8))
+
+
+def publish_frame(msg_id: str) -> Any:
+    message = {"id": msg_id, "payload": 0}
+    fields = {"type": "publish", "topic": "t", "client_id": "c", "message": message}
+    return client_frame(fields | {"request_id": msg_id})
+
+
+@asynccontextmanager
+async def busy_topic(
+    node: Node, engine: ScriptedEngine
+) -> AsyncIterator[tuple[Node, trio.Nursery]]:
+    """The topic's actor held by a subscribe whose history is not answered yet,
+    so the inbox fills; it is answered when the block ends."""
+    engine.history_gate = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(node.handle, node.open_session(), subscribe())
+        await engine.history_entered.wait()
+        yield node, nursery
+        engine.history_gate.set()
+
+
+async def test_publishers_past_a_full_inbox_wait_and_are_carried_out_in_turn(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """TOPIC_INBOX_SIZE=2 and five publishers: three wait for room, then every
+    message is stored in the order its publisher reached the topic."""
+    async with scripted(Settings(topic_inbox_size=2)) as (node, engine):
+        publishers = [node.open_session() for _ in range(5)]
+        async with busy_topic(node, engine) as (_, nursery):
+            for number, publisher in enumerate(publishers):
+                nursery.start_soon(node.handle, publisher, publish_frame(f"m{number}"))
+                await trio.testing.wait_all_tasks_blocked()  # it reached the topic
+            assert engine.published == []
+        assert [m.id for call in engine.published for m in call] == [f"m{n}" for n in range(5)]
+        for number, publisher in enumerate(publishers):
+            [ack] = await drain(publisher)
+            assert (ack["type"], ack["offset"]) == ("ack", number + 1)
+
+
+async def test_a_publisher_cancelled_while_waiting_for_room_leaves_no_message(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with scripted(Settings(topic_inbox_size=1)) as (node, engine):
+        first, gone, last = (node.open_session() for _ in range(3))
+        async with busy_topic(node, engine) as (_, nursery):
+            nursery.start_soon(node.handle, first, publish_frame("m1"))  # in the inbox
+            await trio.testing.wait_all_tasks_blocked()
+            async with trio.open_nursery() as waiting:
+                waiting.start_soon(node.handle, gone, publish_frame("gone"))  # waits
+                await trio.testing.wait_all_tasks_blocked()
+                waiting.cancel_scope.cancel()
+            nursery.start_soon(node.handle, last, publish_frame("m2"))  # waits
+            await trio.testing.wait_all_tasks_blocked()
+        assert [m.id for call in engine.published for m in call] == ["m1", "m2"]
+        assert await drain(gone) == []
+        assert [frame["offset"] for frame in await drain(last)] == [2]
+
+
+async def test_a_delete_refuses_what_waits_for_room_and_what_is_queued(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with scripted(Settings(topic_inbox_size=2)) as (node, engine):
+        publishers = [node.open_session() for _ in range(4)]
+        async with busy_topic(node, engine) as (_, nursery):
+            for number, publisher in enumerate(publishers):
+                nursery.start_soon(node.handle, publisher, publish_frame(f"m{number}"))
+                await trio.testing.wait_all_tasks_blocked()
+            node.on_topic_deleted("t")  # the feed says: deleted
+            await trio.testing.wait_all_tasks_blocked()
+        assert engine.published == []
+        for publisher in publishers:
+            [answer] = await drain(publisher)
+            assert (answer["type"], answer["error"]["code"]) == ("error", "TOPIC_NOT_FOUND")
+        # The topic's task ended: a new incarnation of the name gets a new actor.
+        late = node.open_session()
+        await node.handle(late, publish_frame("m9"))
+        [ack] = await drain(late)
+        assert ack["type"] == "ack"
