@@ -15,13 +15,15 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from bench import bench_core, runner
+from bench import bench_core, runner, soak, tls
 from bench.scenarios import NAMES
 
 #: Scenario name -> ``main(names, argv)``, which returns a process exit status; scenarios
 #: sharing a ``main`` run together, in one call.
 SCENARIOS: Final[dict[str, Callable[[Sequence[str], Sequence[str]], int]]] = {
     "core": lambda names, argv: bench_core.main(argv),
+    "soak": lambda names, argv: soak.main(argv),
+    "tls": tls.main,
     **dict.fromkeys(NAMES, runner.main),
 }
 DEFAULT_SCENARIOS: Final = ("core",)
