@@ -21,6 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
+from ._protocol.timestamps import MAX_TTL_MS
+
 
 def _doc(text: str, **constraints: Any) -> msgspec.Meta:
     return msgspec.Meta(description=text, **constraints)
@@ -160,6 +162,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         _doc(
             "ms a message stays deliverable when its topic and publish set no TTL (0 = forever)",
             ge=0,
+            le=MAX_TTL_MS,
         ),
     ] = 0
     # v1.2: rate limits.

@@ -14,11 +14,13 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 
 from .errors import ErrorCode, ProtocolError
-from .timestamps import ts_now
+from .timestamps import MAX_TTL_MS, ts_now
 
 TOPIC_NAME_RULE: Final = "1-128 characters from A-Z a-z 0-9 . _ : -"
 _TOPIC_PATTERN: Final = r"^[A-Za-z0-9._:-]{1,128}\Z"  # \Z: "$" would accept a final newline
 _TOPIC_RE: Final = re.compile(_TOPIC_PATTERN)
+#: The rule as JSON Schema writes it (ECMA 262, where "$" is the end).
+TOPIC_NAME_PATTERN: Final = "^[A-Za-z0-9._:-]{1,128}$"
 
 TopicName = Annotated[str, msgspec.Meta(pattern=_TOPIC_PATTERN)]
 #: A topic name or a wildcard pattern (v1.2): checked further by ``check_pattern``.
@@ -26,6 +28,8 @@ TopicOrPattern = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._:*>-]{1,128}
 MessageId = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
+#: A message TTL in ms (at most :data:`~pubsub._protocol.timestamps.MAX_TTL_MS`).
+TtlMs = Annotated[int, msgspec.Meta(ge=1, le=MAX_TTL_MS)]
 #: A request id is echoed exactly as sent: clients use strings, some use numbers.
 RequestId = str | int
 
@@ -130,7 +134,7 @@ class Publish(ClientFrame, tag="publish", frozen=True):
     client_id: str
     request_id: RequestId | None = None
     #: Message TTL (v1.2): replaces the topic's ``message_ttl_ms`` for this message.
-    ttl_ms: Positive | None = None
+    ttl_ms: TtlMs | None = None
 
 
 class Ping(ClientFrame, tag="ping", frozen=True):

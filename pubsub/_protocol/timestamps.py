@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import time
+from typing import Final
+
+#: The longest message TTL in ms (100 years): an expiry must stay a date that
+#: ISO 8601 and the platform's ``gmtime`` can write (a TTL of 8e20 ms made the
+#: event frame, and every later read of the topic, fail with 500).
+MAX_TTL_MS: Final = 100 * 365 * 24 * 3600 * 1000
 
 _ts_second = -1
 _ts_prefix = ""

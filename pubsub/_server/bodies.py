@@ -15,7 +15,8 @@ import msgspec
 
 from .._core.counters import Stats
 from .._protocol.errors import RestError as RestError
-from .._protocol.frames import TOPIC_NAME_RULE, Message, MessageId, NonNegative, Positive
+from .._protocol.frames import TOPIC_NAME_PATTERN, TOPIC_NAME_RULE, Message, MessageId, TtlMs
+from .._protocol.timestamps import MAX_TTL_MS
 from .._settings import Settings
 
 #: Messages a history call returns without ``limit``.
@@ -30,10 +31,17 @@ Timestamp = Annotated[
 class CreateTopic(msgspec.Struct, frozen=True):
     """The body of `POST /topics`."""
 
-    name: Annotated[str, msgspec.Meta(description=f"the topic's name: {TOPIC_NAME_RULE}")]
+    # The rule is checked by the node (its message names the rule); the schema says it.
+    name: Annotated[
+        str,
+        msgspec.Meta(
+            description=f"the topic's name: {TOPIC_NAME_RULE}",
+            extra_json_schema={"pattern": TOPIC_NAME_PATTERN, "minLength": 1, "maxLength": 128},
+        ),
+    ]
     #: Message TTL (v1.2) of the topic's messages; None: ``MESSAGE_TTL``.
     message_ttl_ms: Annotated[
-        NonNegative | None,
+        Annotated[int, msgspec.Meta(ge=0, le=MAX_TTL_MS)] | None,
         msgspec.Meta(
             description="ms its messages stay deliverable (0: forever; default MESSAGE_TTL)"
         ),
@@ -49,7 +57,7 @@ class RestMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ] = None
     #: Message TTL (v1.2): replaces the topic's for this message.
     ttl_ms: Annotated[
-        Positive | None, msgspec.Meta(description="ms this message stays deliverable")
+        TtlMs | None, msgspec.Meta(description="ms this message stays deliverable")
     ] = None
 
 

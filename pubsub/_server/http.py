@@ -302,7 +302,11 @@ def create_app(node: Node, state: ServerState, metrics: Metrics) -> QuartTrio:
             return error_response(BadRequest(exc.description or "bad request"))
         # Not contract errors (unknown path, wrong method): the HTTP reason as the code.
         name = (exc.name or "error").upper().replace(" ", "_")
-        return Response(error_body(name, exc.description or ""), status, content_type=JSON)
+        response = Response(error_body(name, exc.description or ""), status, content_type=JSON)
+        methods = getattr(exc, "valid_methods", None)
+        if status == 405 and methods:
+            response.headers["Allow"] = ", ".join(methods)  # RFC 9110 15.5.6
+        return response
 
     @app.post("/topics")
     async def create_topic() -> Response:

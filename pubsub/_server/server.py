@@ -50,6 +50,10 @@ LISTEN_BACKLOG: Final = 0xFFFF
 #: The largest request head the dispatcher reads before handing the
 #: connection to hypercorn, which then answers an oversized head itself.
 MAX_HEAD: Final = 65536
+#: Where every new connection's first bytes are read (then copied out): one
+#: 64 KiB allocation per connection, shrunk to the head, fragmented the heap
+#: under connection churn (see ``transport._READ_BUFFER``).
+_HEAD_BUFFER: Final = memoryview(bytearray(MAX_HEAD))
 _UNAVAILABLE: Final = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
     b"connection: close\r\ncontent-length: %d\r\n\r\n"
@@ -76,7 +80,8 @@ def read_head_now(stream: trio.SocketStream) -> bytes | None:
     """What the peer has sent so far, without waiting (usually its whole request
     head: clients send it right after connecting); None if the peer closed."""
     try:
-        return os.read(stream.socket.fileno(), MAX_HEAD)
+        count = os.readv(stream.socket.fileno(), (_HEAD_BUFFER,))
+        return _HEAD_BUFFER[:count].tobytes()
     except BlockingIOError:
         return b""
     except OSError:

@@ -55,6 +55,12 @@ log = logging.getLogger("pubsub.transport")
 #: requests at 1 MiB) and a quiet connection never allocates more than 64 KiB.
 RECEIVE_SIZE: Final = 65536
 MAX_RECEIVE_SIZE: Final = 1048576
+#: Every connection reads into this one buffer and copies out what came (a reader
+#: copies before it yields, so none sees another's bytes). ``os.read(fd, 65536)``
+#: allocated 64 KiB per read and shrank it to what arrived: under connection
+#: churn that left glibc's heap full of free holes it neither reused nor gave
+#: back (the soak benchmark: RSS +25% in 4 minutes, +7% with this buffer).
+_READ_BUFFER: Final = memoryview(bytearray(MAX_RECEIVE_SIZE))
 
 #: A connection: a plain socket stream (the fast path), or TLS over one (``wss://``).
 AnyStream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
@@ -323,12 +329,12 @@ class Connection:
     def _read_now(self) -> bytes:
         assert self._fd is not None
         size = self._receive_size
-        data = os.read(self._fd, size)
-        if len(data) == size:
+        count = os.readv(self._fd, (_READ_BUFFER[:size],))
+        if count == size:
             self._receive_size = min(size * 4, MAX_RECEIVE_SIZE)
-        elif len(data) < RECEIVE_SIZE:
+        elif count < RECEIVE_SIZE:
             self._receive_size = RECEIVE_SIZE
-        return data
+        return _READ_BUFFER[:count].tobytes()
 
     async def run(self) -> None:
         # No writer task until one is needed: frames go out at once while
@@ -499,6 +505,9 @@ class Connection:
         self.session.write_now = None
         if self._blocked is not None:
             self._blocked.cancel()
+        if self._peer_closed_event is not None:
+            # A writer waiting for the peer's close frame: none will come now.
+            self._peer_closed_event.set()
         # Wakes the reader if it waits for data (the handler closes the socket).
         trio.lowlevel.notify_closing(self._socket)
         if self.session.is_open:
