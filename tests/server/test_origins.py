@@ -181,3 +181,26 @@ async def test_nodes_lists_this_node_fresh() -> None:
     async with running(api_key="k3y") as server, http(server) as client:
         assert (await client.get("/nodes")).status_code == 401
         assert (await client.get("/health")).json()["api_key_required"] is True
+
+
+async def test_the_dashboard_is_served_without_a_key_and_nothing_outside_it() -> None:
+    async with running(api_key="k3y") as server, http(server) as client:
+        page = await client.get("/dashboard")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        script = await client.get("/dashboard/app.js")
+        assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        async with stream:
+            await stream.send_all(
+                b"GET /dashboard/..%2f_server%2fhttp.py HTTP/1.1\r\nHost: x\r\n"
+                b"Connection: close\r\n\r\n"
+            )
+            answer = b""
+            with trio.fail_after(10):
+                while chunk := await stream.receive_some(65536):
+                    answer += chunk
+        assert status(answer) == 404
+        # (httpx resolves the dots first: that path is outside /dashboard, and needs a key.)
+        assert (await client.get("/dashboard/../_server/http.py")).status_code in (401, 404)
