@@ -195,7 +195,13 @@ class Worker:
     """One load process (``loadgen.py ROLE CONFIG``) and its line protocol."""
 
     def __init__(
-        self, procs: Processes, pinning: Pinning, name: str, role: str, config: object
+        self,
+        procs: Processes,
+        pinning: Pinning,
+        name: str,
+        role: str,
+        config: object,
+        program: Sequence[str] = (str(LOADGEN),),
     ) -> None:
         self.procs = procs
         self.name = name
@@ -209,7 +215,8 @@ class Worker:
             self._config.write(text)
             self._config.flush()
             text = "@" + self._config.name
-        args = [*pinning.load(), sys.executable, str(LOADGEN), role, text]
+        # ``program``: what runs under the interpreter (loadgen.py, or ``-m MODULE``).
+        args = [*pinning.load(), sys.executable, *program, role, text]
         self.popen = procs.start(
             args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr
         )

@@ -47,15 +47,13 @@ import random
 import resource
 import select
 import socket
-import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import IO, Any, Final, Literal, TypedDict, cast
+from typing import Any, Final, Literal, TypedDict, cast
 
 from bench import report
 from bench.loadgen import (
@@ -683,7 +681,11 @@ def load_main(argv: Sequence[str] | None = None) -> int:
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     ctl = Control()
-    load = Load(cast(LoadConfig, json.loads(args[1])), ctl)
+    text = args[1]
+    if text.startswith("@"):  # a configuration too long for one argument (procs.Worker)
+        with open(text[1:], encoding="utf-8") as file:
+            text = file.read()
+    load = Load(cast(LoadConfig, json.loads(text)), ctl)
     start = time.monotonic()
     try:
         load.run()
@@ -756,23 +758,7 @@ class SoakWorker(Worker):
     ``python -m bench.soak load CONFIG``, whose ``sample`` answers are kept by number."""
 
     def __init__(self, procs: Processes, pinning: Pinning, name: str, config: LoadConfig) -> None:
-        # Worker.__init__ would start loadgen.py; the same attributes, this module.
-        self.procs = procs
-        self.name = name
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
-        self._config: IO[str] | None = None
-        args = [*pinning.load(), sys.executable, "-m", "bench.soak", "load", json.dumps(config)]
-        self.popen = procs.start(
-            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr
-        )
-        assert self.popen.stdout is not None
-        self.stdout: IO[bytes] = self.popen.stdout
-        self._buffer = b""
-        self.ready = False
-        self.eof = False
-        self.progress: dict[str, Any] = {}
-        self.result: dict[str, Any] | None = None
-        self.error: str | None = None
+        super().__init__(procs, pinning, name, "load", config, program=("-m", "bench.soak"))
         self.samples: dict[int, dict[str, Any]] = {}
 
     def feed(self, data: bytes) -> None:
