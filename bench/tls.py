@@ -33,14 +33,9 @@ from typing import Final
 
 import trio
 
+from bench.loadgen import HOST, client_frame, ws_request
 from bench.procs import cpu_seconds
 
-HOST: Final = "127.0.0.1"
-#: A WebSocket upgrade request (the key is RFC 6455's example).
-UPGRADE: Final = (
-    "GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
 EVENT_MARK: Final = b'"type":"event"'
 ACK_MARK: Final = b'"type":"ack"'
 #: Every wait of a run ends by then, whatever happens.
@@ -54,18 +49,6 @@ SERVER_FLAGS: Final = [
     "--log-level", "info",
     "--auto-create-topics", "true",
 ]  # fmt: skip
-
-
-def client_frame(payload: bytes) -> bytes:
-    """A masked (zero key) client text frame."""
-    length = len(payload)
-    if length < 126:
-        header = bytes((0x81, 0x80 | length))
-    elif length < 65536:
-        header = bytes((0x81, 0x80 | 126)) + length.to_bytes(2, "big")
-    else:
-        header = bytes((0x81, 0x80 | 127)) + length.to_bytes(8, "big")
-    return header + b"\x00\x00\x00\x00" + payload
 
 
 @contextlib.contextmanager
@@ -144,7 +127,7 @@ class Conn:
         if context is not None:
             stream = trio.SSLStream(tcp, context, server_hostname=HOST)
         conn = cls(stream)
-        await stream.send_all(UPGRADE.format(host=HOST, port=port).encode())
+        await stream.send_all(ws_request(port))
         await conn.read_until(b"connected")
         return conn
 
