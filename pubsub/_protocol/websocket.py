@@ -161,7 +161,7 @@ class Handshake:
             self.request, self._key = _parse_request(head)
         except _Refusal as refusal:
             body = error_body(ErrorCode.BAD_REQUEST, refusal.message)
-            self.refusal = _error_response(refusal.status, body, refusal.headers)
+            self.refusal = error_response(refusal.status, body, refusal.headers)
 
     def header(self, name: bytes) -> str | None:
         """A request header's value (``name`` in lower case), or None."""
@@ -184,7 +184,7 @@ class Handshake:
 
     def reject(self, status: int, code: ErrorCode | str, message: str) -> bytes:
         """The bytes of an HTTP error response with the contract's JSON error body."""
-        return _error_response(status, error_body(code, message))
+        return error_response(status, error_body(code, message))
 
     def accept(self) -> tuple[bytes, bytes]:
         """The ``101`` response bytes, and any bytes the client sent right behind its
@@ -339,8 +339,9 @@ def _valid_key(key: bytes) -> bool:
         return False
 
 
-def _error_response(status: int, body: bytes, headers: bytes = b"") -> bytes:
-    """An HTTP error response carrying a JSON ``body``; the connection closes after it."""
+def error_response(status: int, body: bytes, headers: bytes = b"") -> bytes:
+    """An HTTP/1.1 error response (``status`` with its reason phrase) carrying a JSON
+    ``body`` and ``connection: close``: for answers written straight to a socket."""
     return _ERROR_RESPONSE % (status, _REASONS.get(status, b""), headers, len(body), body)
 
 

@@ -36,37 +36,25 @@ import trio
 from hypercorn.protocol.h11 import H11Protocol
 
 from .._protocol.errors import ErrorCode, error_body
+from .._protocol.websocket import error_response
 
 #: How long a 408 (or 505) may take to go out before the connection is closed anyway.
 REFUSAL_WRITE_TIMEOUT: Final = 1.0
 #: Bytes an HTTP/2 client with prior knowledge sends first (RFC 9113 3.4).
 HTTP2_PREFACE: Final = b"PRI * HTTP/2.0\r\n"
 
-_ERROR_RESPONSE: Final = (
-    b"HTTP/1.1 %s\r\ncontent-type: application/json\r\n"
-    b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
-)
-
-
-def error_response(status: bytes, code: ErrorCode | str, message: str) -> bytes:
-    """A whole HTTP response (``status``: e.g. ``b"408 Request Timeout"``) carrying
-    the contract's JSON error body; the connection closes after it."""
-    body = error_body(code, message)
-    return _ERROR_RESPONSE % (status, len(body), body)
-
 
 def request_timeout_response() -> bytes:
-    return error_response(
-        b"408 Request Timeout", "REQUEST_TIMEOUT", "the request did not arrive in time"
-    )
+    return error_response(408, error_body("REQUEST_TIMEOUT", "the request did not arrive in time"))
 
 
 def http2_refusal() -> bytes:
     """The answer to an HTTP/2 connection preface."""
     return error_response(
-        b"505 HTTP Version Not Supported",
-        ErrorCode.BAD_REQUEST,
-        "HTTP/2 is not supported: use HTTP/1.1 (and /ws for WebSocket)",
+        505,
+        error_body(
+            ErrorCode.BAD_REQUEST, "HTTP/2 is not supported: use HTTP/1.1 (and /ws for WebSocket)"
+        ),
     )
 
 

@@ -33,7 +33,7 @@ from .._engines.memory import MemoryEngine
 from .._engines.redis import RedisEngine
 from .._protocol.errors import CLOSE_GOING_AWAY, ErrorCode, error_body
 from .._protocol.frames import info_frame
-from .._protocol.websocket import text_frame
+from .._protocol.websocket import error_response, text_frame
 from .._settings import Settings
 from .asgi_ws import HYPERCORN_SIZE_FACTOR
 from .http import ServerState, create_app
@@ -54,10 +54,6 @@ MAX_HEAD: Final = 65536
 #: 64 KiB allocation per connection, shrunk to the head, fragmented the heap
 #: under connection churn (see ``transport._READ_BUFFER``).
 _HEAD_BUFFER: Final = memoryview(bytearray(MAX_HEAD))
-_UNAVAILABLE: Final = (
-    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-    b"connection: close\r\ncontent-length: %d\r\n\r\n"
-)
 
 
 async def reuse_port_listener(host: str, port: int) -> trio.SocketListener:
@@ -310,7 +306,7 @@ class Server:
                 await TCPServer(app, config, context, lifespan_state, http_stream)  # type: ignore[arg-type]
             elif self.state.draining:
                 body = error_body(ErrorCode.UNAVAILABLE, "server shutting down")
-                await conn.send_all(_UNAVAILABLE % len(body) + body)
+                await conn.send_all(error_response(503, body))
             else:
                 writers = self._connections
                 assert writers is not None
